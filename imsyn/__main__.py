@@ -1,0 +1,71 @@
+"""``python -m imsyn <task> ...`` (also the ``imsyn`` console script).
+
+Each task lives in ``imsyn/cli/<module>.py`` and provides
+``add_arguments(parser)`` and ``run(args) -> int``. User errors
+(:class:`imsyn.errors.ImsynError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# task name -> (module under imsyn.cli, one-line help)
+TASKS = {
+    "colorize": ("colorize", "A1: align and colorize Prokudin-Gorskii glass plates"),
+    "blend": ("gradient", "A2: Poisson / mixed-gradient blending of a source into a target"),
+    "color2gray": ("gradient", "A2: contrast-preserving colour-to-gray conversion"),
+    "toy": ("gradient", "A2: reconstruct an image from its gradients and one pixel"),
+    "mono-transfer": ("gradient", "A2: monochrome transfer (source luminance into target)"),
+    "flatten": ("gradient", "A2: texture flattening inside a mask"),
+    "illumination": ("gradient", "A2: local illumination change inside a mask"),
+    "recolor": ("gradient", "A2: local colour change inside a mask"),
+    "stylize": ("stylize", "A4: neural style transfer (Gatys et al.) on VGG-19"),
+    "convert-weights": ("convert_weights", "A4: convert torchvision/Keras VGG-19 weights"),
+    "edit": ("edit", "A5: GAN photo editing: project, interpolate, draw"),
+}
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imsyn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="task", metavar="TASK")
+    for name, (mod_name, help_text) in TASKS.items():
+        try:
+            mod = importlib.import_module(f"imsyn.cli.{mod_name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"imsyn.cli.{mod_name}":
+                raise
+            continue  # task not available in this build
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if hasattr(mod, "add_task_arguments"):
+            mod.add_task_arguments(name, p)
+        else:
+            mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from imsyn.errors import ImsynError
+
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "task", None):
+        parser.print_help()
+        return 2
+    from imsyn.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    try:
+        return int(args._module.run(args) or 0)
+    except ImsynError as e:
+        print(f"imsyn {args.task}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imsyn {args.task}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line tasks of ``python -m imsyn``; one module per task family."""

@@ -1,0 +1,90 @@
+"""Config-driven experiments behind ``train.py`` and ``eval.py``.
+
+A config (an ``ml_collections.ConfigDict`` from ``configs/<exp>.py``) names its
+``task``; the task's module provides ``train(config, workdir)`` and
+``evaluate(config, workdir)``. Both entry points go through :func:`main`, which
+parses flags, validates before any compute, turns user errors into one line on
+stderr with exit status 2, and enables the persistent compilation cache.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from imsyn.errors import ConfigError, ImsynError
+
+# config.task -> module providing train(config, workdir) and evaluate(config, workdir)
+EXPERIMENTS = {
+    "dcgan": "imsyn.training.gan",
+    "cyclegan": "imsyn.training.cyclegan",
+    "nst": "imsyn.nst",
+    "editing": "imsyn.editing",
+}
+
+
+def get_experiment(config):
+    task = config.get("task") if hasattr(config, "get") else None
+    if task not in EXPERIMENTS:
+        raise ConfigError(f"config.task must be one of {sorted(EXPERIMENTS)}, got {task!r}")
+    try:
+        return importlib.import_module(EXPERIMENTS[task])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("imsyn"):
+            raise ConfigError(
+                f"experiment {task!r} is not available in this build ({EXPERIMENTS[task]} missing)"
+            ) from None
+        raise
+
+
+def main(argv: list[str], mode: str) -> int:
+    """Runs ``train`` or ``evaluate`` for ``--config=... --workdir=...``."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    prog = "train.py" if mode == "train" else "eval.py"
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "experiment config file (configs/*.py[:preset])",
+        flag_values=fv,
+        lock_config=False,
+    )
+    flags.DEFINE_string(
+        "workdir", None, "run directory (checkpoints, metrics, report)", flag_values=fv
+    )
+    try:
+        fv(argv)
+    except flags.Error as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, OSError) as e:
+        print(f"{prog}: error: config file: {e}", file=sys.stderr)
+        return 2
+    except ImsynError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    if fv.config is None:
+        print(
+            f"{prog}: error: --config is required, e.g. --config=configs/cyclegan.py",
+            file=sys.stderr,
+        )
+        return 2
+    config = fv.config
+    workdir = fv.workdir or f"runs/{config.get('name', config.get('task', 'run'))}"
+    from imsyn.runtime import enable_compilation_cache
+
+    try:
+        exp = get_experiment(config)
+        enable_compilation_cache()
+        fn = exp.train if mode == "train" else exp.evaluate
+        fn(config, workdir)
+    except ImsynError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,358 @@
+"""Image I/O and the one place where image conventions are converted.
+
+Conventions (see DESIGN.md):
+
+* Classical code works on ``float32[H, W, C]`` (or ``[H, W]``) in ``[0, 1]``.
+* Networks work on ``float32[N, H, W, C]`` in ``[-1, 1]``.
+
+Files: JPEG, PNG and TIFF; 8- and 16-bit; grayscale, RGB and RGBA. TIFF goes
+through ``tifffile`` (any bit depth, the Library of Congress plates are 16-bit
+TIFFs), the rest through Pillow. Every write is atomic: the data goes to a
+temporary file in the destination directory which is then renamed, so a crash
+never leaves a truncated output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imsyn.errors import InputError, OutputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+_TIFF = (".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file into its native dtype.
+
+    Args:
+      path: a JPEG/PNG/TIFF/BMP/WebP file.
+
+    Returns:
+      ``uint8`` or ``uint16`` (or float for float TIFFs) array of shape
+      ``[H, W]`` (grayscale) or ``[H, W, C]`` with C in {3, 4}.
+
+    Raises:
+      InputError: the path is missing, a directory, or not a decodable image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, expected an image file")
+    try:
+        if p.suffix.lower() in _TIFF:
+            import tifffile
+
+            arr = np.asarray(tifffile.imread(p))
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.load()
+                arr = _pil_to_array(im)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+        raise InputError(f"{p}: not a readable image ({type(e).__name__}: {e})") from None
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFF
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4)):
+        raise InputError(f"{p}: unsupported image layout {arr.shape}")
+    if arr.ndim == 3 and arr.shape[-1] == 2:  # gray + alpha -> RGBA
+        arr = np.concatenate([arr[..., :1]] * 3 + [arr[..., 1:]], axis=-1)
+    if arr.size == 0:
+        raise InputError(f"{p}: empty image")
+    return arr
+
+
+def _pil_to_array(im) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im, dtype=np.uint16)
+    if mode == "I":
+        a = np.asarray(im)
+        return a.astype(np.uint16) if a.max(initial=0) < 65536 and a.min(initial=0) >= 0 else a
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("L", "RGB", "RGBA"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode == "LA":
+        return np.asarray(im.convert("RGBA"))
+    if "A" in im.getbands() or (mode == "P" and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"))
+    return np.asarray(im.convert("RGB"))
+
+
+def to_float(img: np.ndarray) -> np.ndarray:
+    """Converts an integer or float image to ``float32`` in ``[0, 1]``.
+
+    ``uint8`` is divided by 255, ``uint16`` by 65535; float input is clipped.
+    """
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        return img.astype(np.float32) / np.float32(255.0)
+    if img.dtype == np.uint16:
+        return img.astype(np.float32) / np.float32(65535.0)
+    if img.dtype == np.bool_:
+        return img.astype(np.float32)
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        return np.clip(img.astype(np.float32) / np.float32(info.max), 0.0, 1.0)
+    return np.clip(img.astype(np.float32), 0.0, 1.0)
+
+
+def read_float(path: str | os.PathLike, *, mode: str | None = None) -> np.ndarray:
+    """Reads an image as ``float32`` in ``[0, 1]``.
+
+    Args:
+      path: image file.
+      mode: ``None`` keeps the file's channels (``[H, W]`` or ``[H, W, C]``);
+        ``"gray"`` gives ``[H, W]`` (Rec. 601 luma; alpha dropped);
+        ``"rgb"`` gives ``[H, W, 3]`` (alpha composited on white);
+        ``"rgba"`` gives ``[H, W, 4]``.
+    """
+    img = to_float(read_image(path))
+    if mode is None:
+        return img
+    if mode == "gray":
+        return rgb_to_gray(img)
+    if mode == "rgb":
+        return to_rgb(img)
+    if mode == "rgba":
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        if img.shape[-1] == 3:
+            img = np.concatenate([img, np.ones_like(img[..., :1])], -1)
+        return img
+    raise ValueError(f"mode must be None, 'gray', 'rgb' or 'rgba', got {mode!r}")
+
+
+def rgb_to_gray(img: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of ``[H, W, C]`` (C = 3 or 4, alpha ignored); ``[H, W]`` passes."""
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        return img
+    rgb = img[..., :3]
+    return (rgb @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.float32)
+
+
+def to_rgb(img: np.ndarray, *, background: float = 1.0) -> np.ndarray:
+    """``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` float in [0, 1] -> ``[H, W, 3]``.
+
+    Alpha is composited over a uniform ``background`` (white by default).
+    """
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=-1)
+    if img.shape[-1] == 4:
+        a = img[..., 3:]
+        return img[..., :3] * a + background * (1.0 - a)
+    return img
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float in [0, 1] -> ``uint8``, correctly rounded (round half to even) and clipped."""
+    img = np.asarray(img)
+    if img.dtype == np.uint8:
+        return img
+    return np.clip(np.rint(np.asarray(img, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_uint16(img: np.ndarray) -> np.ndarray:
+    """Float in [0, 1] -> ``uint16``, correctly rounded and clipped."""
+    img = np.asarray(img)
+    if img.dtype == np.uint16:
+        return img
+    return np.clip(np.rint(np.asarray(img, np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+
+
+def to_network(img):
+    """[0, 1] -> [-1, 1] (works on numpy and jax arrays, any leading shape)."""
+    return img * 2.0 - 1.0
+
+
+def from_network(img):
+    """[-1, 1] -> [0, 1], clipped (numpy or jax arrays)."""
+    out = (img + 1.0) * 0.5
+    return out.clip(0.0, 1.0)
+
+
+def make_grid(
+    images: np.ndarray | Sequence[np.ndarray],
+    *,
+    ncol: int | None = None,
+    pad: int = 2,
+    pad_value: float = 1.0,
+) -> np.ndarray:
+    """Tiles ``[N, H, W, C]`` (or a list of equal-size images) into one image.
+
+    Args:
+      images: images in [0, 1] (convert network outputs with :func:`from_network`).
+      ncol: images per row (default: ceil(sqrt(N))).
+      pad: pixels between tiles and around the border.
+      pad_value: colour of the padding.
+
+    Returns:
+      ``float32[rows*(H+pad)+pad, ncol*(W+pad)+pad, C]``.
+    """
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim == 3:
+        imgs = imgs[..., None]
+    if imgs.ndim != 4 or imgs.shape[0] == 0:
+        raise ValueError(f"images must be [N, H, W, C] with N > 0, got {imgs.shape}")
+    n, h, w, c = imgs.shape
+    ncol = ncol or int(np.ceil(np.sqrt(n)))
+    nrow = int(np.ceil(n / ncol))
+    grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), pad_value, np.float32)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        grid[y : y + h, x : x + w] = imgs[i]
+    return grid
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+      OutputError: the destination directory cannot be created or written.
+    """
+    dest = Path(path)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=dest.parent
+        )
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"{dest.parent}: cannot write output ({e.strerror or e})") from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically writes bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically writes UTF-8 text."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically writes JSON (numpy scalars/arrays converted), pretty-printed."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray) or hasattr(o, "__array__"):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def write_image(
+    path: str | os.PathLike, img: np.ndarray, *, bit_depth: int | None = None, quality: int = 95
+) -> Path:
+    """Atomically writes an image; the format follows the suffix.
+
+    Args:
+      path: destination (``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.bmp``, ``.webp``).
+      img: ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``; float in [0, 1], ``uint8`` or ``uint16``.
+      bit_depth: 8 or 16 (default: 16 for ``uint16`` input, else 8). 16 bits are
+        written for TIFF (any channels) and PNG (grayscale only; Pillow cannot
+        write 16-bit colour PNG, use TIFF).
+      quality: JPEG quality.
+
+    Raises:
+      OutputError: unsupported suffix/bit depth, or the destination is unwritable.
+    """
+    dest = Path(path)
+    suffix = dest.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise OutputError(
+            f"{dest}: unsupported output format {suffix or '(none)'!r}; "
+            f"use one of {', '.join(IMAGE_SUFFIXES)}"
+        )
+    arr = np.asarray(img)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"img must be [H, W], [H, W, 3] or [H, W, 4], got {arr.shape}")
+    if bit_depth is None:
+        bit_depth = 16 if arr.dtype == np.uint16 else 8
+    if bit_depth not in (8, 16):
+        raise OutputError(f"{dest}: bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16:
+        if suffix == ".png" and arr.ndim == 3:
+            raise OutputError(f"{dest}: 16-bit colour PNG is not supported; write .tif instead")
+        if suffix not in _TIFF + (".png",):
+            raise OutputError(f"{dest}: 16-bit output needs .tif or .png")
+        data = arr if arr.dtype == np.uint16 else to_uint16(to_float(arr))
+    else:
+        data = arr if arr.dtype == np.uint8 else to_uint8(to_float(arr))
+    with atomic_path(dest) as tmp:
+        if suffix in _TIFF:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, photometric="minisblack" if data.ndim == 2 else "rgb")
+        else:
+            from PIL import Image
+
+            fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}[
+                suffix
+            ]
+            if fmt == "JPEG" and data.ndim == 3 and data.shape[-1] == 4:
+                data = to_uint8(to_rgb(to_float(data)))
+            im = Image.fromarray(data)
+            kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+            im.save(tmp, format=fmt, **kwargs)
+    return dest
+
+
+def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Sorted image files (by suffix) under ``folder``."""
+    root = Path(folder)
+    it = root.rglob("*") if recursive else root.glob("*")
+    return sorted(
+        p
+        for p in it
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )

@@ -1,0 +1,28 @@
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_help_lists_tasks():
+    p = _run("-m", "imsyn", "--help")
+    assert p.returncode == 0
+    assert "colorize" in p.stdout
+
+
+def test_train_missing_config_is_one_line_exit_2():
+    p = _run("train.py", "--config=configs/does_not_exist.py")
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert "does_not_exist" in p.stderr
+
+
+def test_train_requires_config():
+    p = _run("eval.py")
+    assert p.returncode == 2
+    assert "--config is required" in p.stderr
