@@ -1,6 +1,6 @@
 """Train (or optimize) an experiment.
 
-    python train.py --config=configs/<exp>.py[:preset] --workdir=runs/<name> [--config.x=y ...]
+python train.py --config=configs/<exp>.py[:preset] --workdir=runs/<name> [--config.x=y ...]
 """
 
 import sys

@@ -1,0 +1,1 @@
+"""Data sources, grain pipelines and device sharding."""
