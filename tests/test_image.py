@@ -49,7 +49,7 @@ def test_jpeg_close(tmp_path, photo):
 
 
 def test_float_rounding_is_correct():
-    x = np.array([0.0, 0.5 / 255, 1.49 / 255, 1.51 / 255, 1.0, 1.2, -0.1], np.float32)
+    x = np.array([0.0, 0.49 / 255, 1.49 / 255, 1.51 / 255, 1.0, 1.2, -0.1], np.float32)
     np.testing.assert_array_equal(image.to_uint8(x), [0, 0, 1, 2, 255, 255, 0])
 
 
@@ -99,5 +99,5 @@ def test_network_range_and_grid():
     x = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 2, 2, 3)
     np.testing.assert_allclose(image.from_network(image.to_network(x)), x, atol=1e-6)
     g = image.make_grid(x, ncol=2, pad=1)
-    assert g.shape == (2 + 1 * 2 + 1, 2 * 2 + 3, 3)
+    assert g.shape == (1 * (2 + 1) + 1, 2 * (2 + 1) + 1, 3)
     np.testing.assert_allclose(g[1:3, 1:3], x[0])
