@@ -63,6 +63,9 @@ def main(argv: list[str], mode: str) -> int:
     except (FileNotFoundError, OSError) as e:
         print(f"{prog}: error: config file: {e}", file=sys.stderr)
         return 2
+    except (AttributeError, KeyError) as e:  # an unknown field in a --config.x override
+        print(f"{prog}: error: unknown config field in an override: {e}", file=sys.stderr)
+        return 2
     except ImsynError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

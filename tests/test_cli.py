@@ -26,3 +26,13 @@ def test_train_requires_config():
     p = _run("eval.py")
     assert p.returncode == 2
     assert "--config is required" in p.stderr
+
+
+def test_unknown_override_field_is_one_line_exit_2(tmp_path):
+    workdir = tmp_path / "run"
+    p = _run(
+        "train.py", "--config=configs/dcgan.py:quick", "--config.bogus=1", f"--workdir={workdir}"
+    )
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "bogus" in p.stderr
+    assert not workdir.exists()

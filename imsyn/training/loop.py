@@ -1,0 +1,486 @@
+"""The generic training core shared by every learned system (DCGAN, CycleGAN, ...).
+
+A *task* describes one kind of experiment; the loop does everything else::
+
+    class Task(Protocol):
+        def validate(self, config) -> None
+            # raise ConfigError naming the field; called BEFORE any compute or write.
+            # check_common(config) (below) checks the fields every config shares.
+        def init_state(self, config, key) -> state
+            # a pytree of arrays (nnx.split states of the models, optax states, ...)
+        def make_data(self, config, *, seed) -> data
+            # an iterator: next(data) -> host batch (dict of numpy arrays, leading
+            # axis = this process's rows of the global batch); data.get_state() /
+            # data.set_state(s) (s JSON-serialisable, or bytes) restore the position
+        def train_step(self, state, batch, key) -> tuple[state, dict[str, scalar]]
+            # PURE; the loop jits it once (donating state) with the batch sharded over
+            # the ``data`` mesh and the state replicated
+        def samples(self, state) -> dict[str, np.ndarray]
+            # name -> float32[H, W, 3] grid in [0, 1] (fixed noise / fixed inputs)
+        def evaluate(self, state, config, workdir) -> dict
+            # writes workdir/eval/*.png, returns the content of eval/metrics.json
+            # (the loop adds "step")
+        def arch(self, config) -> dict
+            # architecture fields (JSON); a workdir whose checkpoint has a different
+            # arch is refused with a ConfigError before anything is written
+        # optional: def report_sections(self, config, workdir) -> [(title, html), ...]
+
+Entry points:
+
+* :func:`fit` (``train.py``): validate, check the workdir (writable; same arch),
+  write ``config.json``, build a 1-D ``data`` mesh over all devices, init or
+  resume (model, optimizer, step, data iterator; the key of step ``t`` is
+  ``fold_in(key(seed), t)``, so a resumed run reproduces an uninterrupted one),
+  then ``train_step`` under ``jax.jit(donate_argnums=0)`` with a progress bar,
+  ``metrics.jsonl`` + TensorBoard events every ``log_every`` steps, sample
+  grids and ``plots/losses.png`` every ``sample_every`` steps, checkpoints
+  every ``checkpoint_every`` steps and on SIGINT/SIGTERM (then it stops with
+  :class:`KeyboardInterrupt`), a NaN/Inf guard (stops with
+  :class:`TrainingDiverged`, keeps the last good checkpoint: a state is only
+  saved when all its arrays are finite), finally :func:`evaluate_run`.
+* :func:`restore` (``eval.py``): the latest checkpoint onto a fresh state.
+* :func:`evaluate_run`: ``task.evaluate`` → ``eval/metrics.json`` (with the
+  step) → ``report.html``.
+
+Workdir layout::
+
+    config.json  metrics.jsonl  events.out.tfevents.*  checkpoints/<step>/
+    plots/losses.png  samples/<name>_<step>.png  eval/metrics.json  eval/*.png  report.html
+
+Multi-host: call ``jax.distributed.initialize()`` before :func:`fit` in every
+process; each process loads its rows (``make_data`` should shard by
+``jax.process_index()``), orbax writes the checkpoint collectively, and only
+process 0 writes logs, samples and reports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imsyn.data.sharding import (
+    batch_sharding,
+    check_batch_size,
+    data_mesh,
+    replicated,
+    shard_batch,
+)
+from imsyn.errors import ConfigError, ImsynError, OutputError
+from imsyn.image import write_json
+from imsyn.progress import Progress
+from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_data_state
+from imsyn.training.writers import (
+    EventWriter,
+    MetricsLog,
+    plot_losses,
+    read_metrics,
+    write_samples,
+)
+
+# Fields every training config has (check_common validates them).
+COMMON_FIELDS = (
+    "task",
+    "name",
+    "seed",
+    "num_steps",
+    "batch_size",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "sample_every",
+    "data",
+    "image_size",
+    "augment",
+    "diffaug",
+    "lr",
+    "beta1",
+    "beta2",
+    "lr_schedule",
+    "decay_start",
+    "loss",
+)
+AUGMENTS = ("none", "basic", "deluxe")
+LR_SCHEDULES = ("constant", "linear_decay")
+
+
+class TrainingDiverged(ImsynError):
+    """A loss became NaN/Inf; the run stopped and kept its last good checkpoint."""
+
+
+class Task(Protocol):
+    def validate(self, config) -> None: ...
+    def init_state(self, config, key) -> Any: ...
+    def make_data(self, config, *, seed: int) -> Any: ...
+    def train_step(self, state, batch, key) -> tuple[Any, dict]: ...
+    def samples(self, state) -> dict[str, np.ndarray]: ...
+    def evaluate(self, state, config, workdir) -> dict: ...
+    def arch(self, config) -> dict: ...
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+def check_fields(config, allowed: Iterable[str]) -> None:
+    """Raises ConfigError naming the first field of ``config`` not in ``allowed``."""
+    allowed = set(allowed)
+    unknown = sorted(k for k in config.keys() if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown config field config.{unknown[0]} (known: {', '.join(sorted(allowed))})"
+        )
+
+
+def _need(config, field: str, kind, *, check=None, expect: str = "") -> Any:
+    if field not in config:
+        raise ConfigError(f"config.{field} is missing")
+    value = config[field]
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if ok and check is not None:
+        ok = check(value)
+    if not ok:
+        raise ConfigError(f"config.{field} must be {expect or kind.__name__}, got {value!r}")
+    return value
+
+
+def check_common(config) -> None:
+    """Validates the fields every training config shares (see :data:`COMMON_FIELDS`)."""
+    _need(config, "name", str, check=bool, expect="a non-empty string")
+    _need(config, "seed", int, check=lambda v: v >= 0, expect="an integer >= 0")
+    _need(config, "num_steps", int, check=lambda v: v >= 1, expect="an integer >= 1")
+    _need(config, "batch_size", int, check=lambda v: v >= 1, expect="an integer >= 1")
+    for f in ("log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
+        _need(config, f, int, check=lambda v: v >= 1, expect="an integer >= 1")
+    _need(config, "data", str, check=bool, expect="a data spec such as 'emoji:twemoji'")
+    _need(config, "image_size", int, check=lambda v: v >= 1, expect="a positive integer")
+    _need(config, "augment", str, check=lambda v: v in AUGMENTS, expect=f"one of {AUGMENTS}")
+    _need(config, "diffaug", str, expect="a DiffAugment policy string ('' = off)")
+    num = (int, float)
+    _need(config, "lr", num, check=lambda v: v > 0 and math.isfinite(v), expect="a number > 0")
+    for f in ("beta1", "beta2"):
+        _need(config, f, num, check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+    _need(
+        config,
+        "lr_schedule",
+        str,
+        check=lambda v: v in LR_SCHEDULES,
+        expect=f"one of {LR_SCHEDULES}",
+    )
+    _need(
+        config,
+        "decay_start",
+        int,
+        check=lambda v: 0 <= v < config.num_steps,
+        expect=f"an integer in [0, num_steps={config.num_steps})",
+    )
+    _need(config, "loss", str, expect="a loss name")
+
+
+def lr_schedule(config):
+    """The optax learning-rate schedule of a config (constant, or linear decay to 0)."""
+    import optax
+
+    if config.lr_schedule == "constant":
+        return optax.constant_schedule(config.lr)
+    return optax.join_schedules(
+        [
+            optax.constant_schedule(config.lr),
+            optax.linear_schedule(config.lr, 0.0, config.num_steps - config.decay_start),
+        ],
+        [config.decay_start],
+    )
+
+
+# --------------------------------------------------------------------------- workdir
+
+
+def _is_primary() -> bool:
+    return jax.process_index() == 0
+
+
+def _check_workdir(workdir: Path) -> None:
+    """Raises OutputError unless ``workdir`` exists or can be created, and is writable."""
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"workdir {workdir}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"workdir {workdir} is not writable")
+
+
+def _check_arch(ckpts: Checkpoints, arch: dict, workdir: Path) -> dict | None:
+    """The latest checkpoint's meta, after checking its arch equals ``arch``."""
+    meta = ckpts.read_meta()
+    if meta is None:
+        return None
+    saved = meta.get("arch")
+    if saved != arch:
+        diff = sorted(
+            k for k in set(arch) | set(saved or {}) if (saved or {}).get(k) != arch.get(k)
+        )
+        detail = ", ".join(f"{k}: {(saved or {}).get(k)!r} != {arch.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"workdir {workdir} holds a checkpoint of another architecture ({detail}); "
+            "use a new --workdir"
+        )
+    return meta
+
+
+def _jsonable(arch: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(arch))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _next(data):
+    return next(data) if hasattr(data, "__next__") else data.next()
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _check_finite(host: list[tuple[int, dict]], last_good: int | None) -> None:
+    """Raises TrainingDiverged at the first NaN/Inf metric of ``[(step, metrics), ...]``."""
+    for step, m in host:
+        bad = [k for k, v in m.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise TrainingDiverged(
+                f"{bad[0]} became {float(np.asarray(m[bad[0]]))} at step {step}; "
+                f"training stopped ({_kept(last_good)})"
+            )
+
+
+def _kept(last_good: int | None) -> str:
+    return (
+        f"last good checkpoint: step {last_good}"
+        if last_good is not None
+        else "no checkpoint was written"
+    )
+
+
+class _Signals:
+    """Records SIGINT/SIGTERM so the loop can checkpoint and stop between steps."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _init_placed(task: Task, config, mesh):
+    """The initial state replicated over the mesh, and the base key of the step keys."""
+    init_key, key = jax.random.split(jax.random.key(config.seed))
+    state = jax.device_put(task.init_state(config, init_key), replicated(mesh))
+    return state, key
+
+
+def compile_step(task: Task, mesh):
+    """``jax.jit(task.train_step)``: state replicated and donated, batch sharded on ``data``."""
+    repl = replicated(mesh)
+    return jax.jit(
+        task.train_step,
+        donate_argnums=0,
+        in_shardings=(repl, batch_sharding(mesh), repl),
+        out_shardings=(repl, repl),
+    )
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def fit(config, workdir: str | os.PathLike, task: Task):
+    """Trains ``task`` as configured into ``workdir`` (resuming if it holds a checkpoint).
+
+    Returns:
+      The final state (replicated over the mesh).
+
+    Raises:
+      ConfigError / OutputError: bad config or workdir (before anything is written).
+      TrainingDiverged: a loss became NaN/Inf (the last good checkpoint is kept).
+      KeyboardInterrupt: SIGINT/SIGTERM (after a checkpoint was written).
+    """
+    workdir = Path(workdir)
+    task.validate(config)
+    mesh = data_mesh()
+    check_batch_size(config.batch_size, mesh)
+    _check_workdir(workdir)
+    arch = _jsonable(task.arch(config))
+    ckpts = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, read_only=True)
+    meta = _check_arch(ckpts, arch, workdir)
+    ckpts.close()
+
+    # Nothing was written before this point.
+    primary = _is_primary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if primary:
+        write_json(workdir / "config.json", config.to_dict())
+    ckpts = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
+    state, key = _init_placed(task, config, mesh)
+    data = task.make_data(config, seed=config.seed)
+    step = 0
+    if meta is not None:
+        state, meta = ckpts.restore(state)
+        state = jax.device_put(state, replicated(mesh))
+        step = int(meta["step"])
+        data.set_state(decode_data_state(meta["data"]))
+    last_good = step if meta is not None else None
+
+    log = MetricsLog(workdir / "metrics.jsonl")
+    events = EventWriter(workdir) if primary else None
+    if primary:
+        log.truncate_after(step)
+    step_fn = compile_step(task, mesh)
+
+    def save(at: int) -> bool:
+        nonlocal last_good
+        if not bool(_all_finite(state)):
+            return False
+        ckpts.save(
+            at,
+            state,
+            {"step": at, "data": encode_data_state(data.get_state()), "arch": arch},
+        )
+        last_good = at
+        return True
+
+    def outputs(at: int) -> None:
+        if primary:
+            grids = task.samples(state)
+            write_samples(workdir / "samples", at, grids)
+            events.images(at, grids)
+            plot_losses(read_metrics(log.path), workdir / "plots" / "losses.png", title=config.name)
+
+    bar = Progress(config.num_steps, desc=f"train {config.name}", unit="step", initial=step)
+    pending: list[tuple[int, dict]] = []
+    t_log, n_log = time.perf_counter(), 0
+    try:
+        with _Signals() as sigs:
+            while step < config.num_steps:
+                batch = shard_batch(_next(data), mesh)
+                state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
+                step += 1
+                n_log += 1
+                pending.append((step, metrics))
+                stop = sigs.received is not None
+                due_log = step % config.log_every == 0 or step == config.num_steps
+                due_ckpt = step % config.checkpoint_every == 0 or step == config.num_steps or stop
+                if due_log or due_ckpt:  # never checkpoint past a NaN/Inf loss
+                    host = jax.device_get(pending)
+                    pending = []
+                    _check_finite(host, last_good)
+                if due_log:
+                    now = time.perf_counter()
+                    rate = n_log / max(now - t_log, 1e-9)
+                    t_log, n_log = now, 0
+                    record = {"step": step, **{k: float(v) for k, v in host[-1][1].items()}}
+                    record["steps_per_s"] = rate
+                    if primary:
+                        log.write(record)
+                        events.scalars(step, {k: v for k, v in record.items() if k != "step"})
+                    bar.update(
+                        step - bar.n,
+                        postfix=" ".join(
+                            f"{k}={v:.3f}" for k, v in record.items() if k.endswith("loss")
+                        ),
+                    )
+                t_side = time.perf_counter()
+                if due_ckpt and not save(step):
+                    raise TrainingDiverged(
+                        f"the state became NaN/Inf by step {step}; training stopped "
+                        f"({_kept(last_good)})"
+                    )
+                if step % config.sample_every == 0 or step == config.num_steps:
+                    outputs(step)
+                t_log += time.perf_counter() - t_side  # steps_per_s counts training only
+                if stop:
+                    name = signal.Signals(sigs.received).name
+                    print(f"\n{name}: checkpoint at step {step} in {ckpts.directory}")
+                    raise KeyboardInterrupt
+    finally:
+        bar.close()
+        if events is not None:
+            events.close()
+        ckpts.close()
+    evaluate_run(config, workdir, task, state=state, step=step)
+    return state
+
+
+def restore(config, workdir: str | os.PathLike, task: Task):
+    """The state of the latest checkpoint in ``workdir`` (replicated over all devices).
+
+    Returns:
+      (state, step).
+
+    Raises:
+      ConfigError: invalid config, no checkpoint, or a checkpoint of another architecture.
+    """
+    workdir = Path(workdir)
+    task.validate(config)
+    if not (workdir / "checkpoints").is_dir():
+        raise ConfigError(f"no checkpoint in {workdir}: train first (train.py)")
+    mesh = data_mesh()
+    ckpts = Checkpoints(workdir / "checkpoints", read_only=True)
+    try:
+        _check_arch(ckpts, _jsonable(task.arch(config)), workdir)
+        state, _ = _init_placed(task, config, mesh)
+        state, meta = ckpts.restore(state)
+    finally:
+        ckpts.close()
+    return jax.device_put(state, replicated(mesh)), int(meta["step"])
+
+
+def evaluate_run(config, workdir: str | os.PathLike, task: Task, *, state=None, step=None) -> dict:
+    """Evaluates a run: ``task.evaluate`` → ``eval/metrics.json`` → ``report.html``.
+
+    Restores the latest checkpoint unless ``state`` (and ``step``) are given.
+
+    Returns:
+      The metrics written to ``eval/metrics.json`` (with ``"step"``).
+    """
+    from imsyn.report import write_report
+
+    workdir = Path(workdir)
+    if state is None:
+        state, step = restore(config, workdir, task)
+    metrics = dict(task.evaluate(state, config, workdir))
+    metrics["step"] = int(step)
+    if _is_primary():
+        write_json(workdir / "eval" / "metrics.json", metrics)
+        extra = getattr(task, "report_sections", None)
+        write_report(workdir, sections=extra(config, workdir) if extra else ())
+    return metrics

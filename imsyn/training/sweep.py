@@ -1,0 +1,187 @@
+"""Sweeps: several runs of one experiment with config overrides, compared on one page.
+
+A config module may define ``get_sweep(name) -> [(run_name, overrides), ...]``::
+
+    python sweep.py --config=configs/dcgan.py:quick --sweep=loss --workdir=runs/sweep_loss
+
+trains every run into ``<workdir>/<run_name>/`` (each resumes if interrupted and
+is only evaluated again once finished), then writes ``<workdir>/comparison.html``
+and ``<workdir>/losses.png``: the eval metrics of each run side by side, their
+latest sample grids and their smoothed loss curves overlaid. Every run's config
+is validated before the first one starts (through the experiment module's
+``validate(config)``, when it has one).
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+import os
+import sys
+from pathlib import Path
+
+from imsyn.errors import ConfigError, ImsynError
+from imsyn.image import atomic_path, write_text
+from imsyn.report import _STYLE
+from imsyn.training.writers import read_metrics, smooth
+
+
+def sweep_configs(config, sweep: list[tuple[str, dict]]) -> list[tuple[str, object]]:
+    """``[(run_name, config with overrides), ...]``; unknown override fields are refused."""
+    if not sweep:
+        raise ConfigError("the sweep has no runs")
+    out = []
+    for run_name, overrides in sweep:
+        c = copy.deepcopy(config)
+        for k, v in overrides.items():
+            if k not in c:
+                raise ConfigError(f"sweep run {run_name!r}: unknown config field config.{k}")
+            c[k] = v
+        c.name = f"{config.name}_{run_name}"
+        out.append((run_name, c))
+    return out
+
+
+def run_sweep(config, sweep: list[tuple[str, dict]], workdir: str | os.PathLike) -> Path:
+    """Validates every run, trains them one after the other, writes the comparison page.
+
+    Returns:
+      The path of ``comparison.html``.
+    """
+    from imsyn.experiments import get_experiment
+
+    workdir = Path(workdir)
+    runs = sweep_configs(config, sweep)
+    for _, c in runs:  # every run is checked before the first one starts
+        validate = getattr(get_experiment(c), "validate", None)
+        if validate is not None:
+            validate(c)
+    for run_name, c in runs:
+        print(f"sweep: run {run_name} -> {workdir / run_name}", file=sys.stderr)
+        get_experiment(c).train(c, workdir / run_name)
+    return write_comparison(workdir, [name for name, _ in runs])
+
+
+def _loss_figure(workdir: Path, names: list[str]) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {n: read_metrics(workdir / n / "metrics.jsonl") for n in names}
+    keys = sorted({k for recs in curves.values() for r in recs for k in r if "loss" in k})
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for name, recs in curves.items():
+            pts = [(r["step"], r[key]) for r in recs if key in r]
+            if pts:
+                steps, vals = zip(*pts, strict=True)
+                ax.plot(steps, smooth(vals), label=name, linewidth=1.5)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = workdir / "losses.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
+    """Writes ``<workdir>/comparison.html`` comparing the runs ``<workdir>/<name>``."""
+    workdir = Path(workdir)
+    evals = {}
+    for n in names:
+        try:
+            evals[n] = json.loads((workdir / n / "eval" / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            evals[n] = {}
+    cols = [k for k in ("kid", "fid", "step", "features") if any(k in e for e in evals.values())]
+    cols += sorted({k for e in evals.values() for k in e} - set(cols) - {"features_note"})
+
+    def cell(v):
+        return f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *cols])
+    rows = "".join(
+        f'<tr><th><a href="{html.escape(n)}/report.html">{html.escape(n)}</a></th>'
+        + "".join(f"<td>{cell(evals[n].get(c, ''))}</td>" for c in cols)
+        + "</tr>"
+        for n in names
+    )
+    notes = {e.get("features_note") for e in evals.values() if e.get("features_note")}
+    parts = [f"<h1>Sweep: {html.escape(workdir.name)}</h1>", f"<table>{head}{rows}</table>"]
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in sorted(notes)]
+    if _loss_figure(workdir, names):
+        parts.append('<h2>Losses (smoothed)</h2><img src="losses.png" alt="losses">')
+    figs = []
+    for n in names:
+        for rel in ("eval/samples.png", "samples/samples_latest.png"):
+            if (workdir / n / rel).exists():
+                src = html.escape(f"{n}/{rel}")
+                figs.append(
+                    f'<figure><img src="{src}" alt="{src}">'
+                    f"<figcaption>{html.escape(n)}</figcaption></figure>"
+                )
+                break
+    if figs:
+        parts.append("<h2>Samples</h2>" + "".join(figs))
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>sweep {html.escape(workdir.name)}</title><style>{_STYLE}</style></head>"
+        f"<body>{''.join(parts)}</body></html>\n"
+    )
+    path = workdir / "comparison.html"
+    write_text(path, page)
+    return path
+
+
+def _get_sweep(config_file: str, name: str) -> list[tuple[str, dict]]:
+    import importlib.util
+
+    path = config_file.split(":", 1)[0]
+    spec = importlib.util.spec_from_file_location("imsyn_sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise ConfigError(f"{path} defines no get_sweep(name)")
+    try:
+        return list(module.get_sweep(name))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def main(argv: list[str]) -> int:
+    """``sweep.py --config=<file>[:preset] --sweep=<name> --workdir=<dir> [--config.x=y]``."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from imsyn.runtime import enable_compilation_cache
+
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment config file", flag_values=fv, lock_config=False, sys_argv=argv
+    )
+    flags.DEFINE_string("sweep", None, "sweep name (see the config's get_sweep)", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "sweep directory (one sub-folder per run)", flag_values=fv)
+    try:
+        fv(argv)
+        if fv.config is None or not fv.sweep or not fv.workdir:
+            raise ConfigError("--config, --sweep and --workdir are required")
+        sweep = _get_sweep(config_flags.get_config_filename(fv["config"]), fv.sweep)
+        enable_compilation_cache()
+        path = run_sweep(fv.config, sweep, fv.workdir)
+    except (flags.Error, ImsynError, OSError, AttributeError, KeyError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"sweep.py: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sweep.py: interrupted", file=sys.stderr)
+        return 130
+    print(f"sweep: comparison written to {path}", file=sys.stderr)
+    return 0
