@@ -37,6 +37,16 @@ def get_experiment(config):
         raise
 
 
+def _one_line(e: BaseException) -> str:
+    """The most telling line of a multi-line library error (absl/ml_collections)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Errno" in ln or "rror" in ln:
+            head, sep, tail = ln.partition(": ")
+            return tail if sep and head.endswith("Error") else ln
+    return lines[0] if lines else type(e).__name__
+
+
 def main(argv: list[str], mode: str) -> int:
     """Runs ``train`` or ``evaluate`` for ``--config=... --workdir=...``."""
     from absl import flags
@@ -50,18 +60,21 @@ def main(argv: list[str], mode: str) -> int:
         "experiment config file (configs/*.py[:preset])",
         flag_values=fv,
         lock_config=False,
+        sys_argv=argv,
     )
     flags.DEFINE_string(
         "workdir", None, "run directory (checkpoints, metrics, report)", flag_values=fv
     )
     try:
         fv(argv)
+        config = fv.config
+        if config is not None:
+            config.get("task")  # the config file is loaded lazily: surface its errors here
     except flags.Error as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"{prog}: error: {msg}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, OSError) as e:
-        print(f"{prog}: error: config file: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"{prog}: error: config file: {_one_line(e)}", file=sys.stderr)
         return 2
     except (AttributeError, KeyError) as e:  # an unknown field in a --config.x override
         print(f"{prog}: error: unknown config field in an override: {e}", file=sys.stderr)
@@ -69,13 +82,12 @@ def main(argv: list[str], mode: str) -> int:
     except ImsynError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    if fv.config is None:
+    if config is None:
         print(
             f"{prog}: error: --config is required, e.g. --config=configs/cyclegan.py",
             file=sys.stderr,
         )
         return 2
-    config = fv.config
     workdir = fv.workdir or f"runs/{config.get('name', config.get('task', 'run'))}"
     from imsyn.runtime import enable_compilation_cache
 
