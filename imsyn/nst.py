@@ -1,0 +1,1168 @@
+"""A4: neural style transfer (Gatys et al.) on VGG-19.
+
+Three optimizations of an image ``x`` (``float32[H, W, 3]`` in ``[0, 1]``) over
+the features of :mod:`imsyn.models.vgg`:
+
+* content reconstruction — match the content image's features at any set of
+  layers, usually from noise (:func:`reconstruct_content`);
+* texture synthesis — match the Gram matrices of one or more style images at any
+  set of layers (:func:`synthesize_texture`);
+* style transfer — both, weighted (:func:`style_transfer`; course default:
+  content at ``conv_4``, style at ``conv_1`` … ``conv_5``, content weight 1, style
+  weight 1e6), with ``original_colors`` (luminance-only transfer) and several
+  styles blended by weight.
+
+The losses are the course's / PyTorch tutorial's definitions
+(:mod:`imsyn.losses`: content = feature MSE, Gram = ``F^T F / (H W C)``, style =
+Gram MSE, summed over layers), so numbers match a PyTorch implementation.
+
+Optimizers: L-BFGS (``optax.lbfgs`` with its zoom line search; each step
+evaluates the loss at the current image, then the line search evaluates
+candidates, typically one) or Adam. ``clamp`` projects the image onto
+``[0, 1]`` after every step. The whole step is one jitted function, compiled
+once per image size and layer set; the loss weights are traced arguments, so a
+style-weight sweep does not recompile.
+
+Everything a run writes (``train(config, workdir)``): ``config.json``,
+``metrics.jsonl`` (per step: ``content_loss``, ``style_loss``, ``tv_loss``,
+``loss``), ``samples/result_<step>.png`` every ``snapshot_every`` steps,
+``plots/losses.png``, ``result.png``, ``result.json`` (settings, the VGG weights
+used — a path or ``"random"`` — and the per-step loss lists), ``eval/metrics.json``
+and ``report.html``. :func:`run_sweep` runs the ablation grids into one page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import html
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from imsyn import losses
+from imsyn.errors import ConfigError, InputError
+from imsyn.models import vgg
+
+COURSE_CONTENT_LAYERS = ("conv_4",)
+COURSE_STYLE_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise")
+LINESEARCHES = ("backtracking", "zoom")
+STYLE_FITS = ("scale", "pad_crop", "stretch", "none")
+
+
+# ---------------------------------------------------------------- options and results
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Settings of one optimization.
+
+    Attributes:
+      content_layers: layers whose features the result matches to the content's.
+      style_layers: layers whose Gram matrices the result matches to the style's.
+      content_weight, style_weight, tv_weight: loss weights (tv 0 = off).
+      init: ``"content"`` (start from the content image) or ``"noise"`` (uniform).
+      optimizer: ``"lbfgs"`` or ``"adam"``.
+      steps: optimizer steps (> 0).
+      lr: Adam learning rate (image units per step).
+      clamp: project the image onto [0, 1] after each step.
+      pooling: VGG pooling, ``"max"`` or ``"avg"``.
+      seed: noise seed.
+      memory_size: L-BFGS history length.
+      max_linesearch_steps: L-BFGS line-search budget per step.
+      linesearch: L-BFGS line search. ``"backtracking"`` (default): Armijo
+        backtracking on the projected step, driven from the host, each trial one
+        call of the same compiled loss+gradient (the accepted trial's gradient
+        is reused, so a step usually costs one evaluation). ``"zoom"``:
+        ``optax.lbfgs`` with its zoom (strong Wolfe) line search, the whole step
+        one compiled call; XLA:CPU runs the line search's while-loop body about
+        3x slower than the same code outside a loop, so prefer it on GPU/TPU.
+      remat: rematerialize VGG activations in the backward pass (large images).
+    """
+
+    content_layers: tuple[str, ...] = COURSE_CONTENT_LAYERS
+    style_layers: tuple[str, ...] = COURSE_STYLE_LAYERS
+    content_weight: float = 1.0
+    style_weight: float = 1e6
+    tv_weight: float = 0.0
+    init: str = "content"
+    optimizer: str = "lbfgs"
+    steps: int = 300
+    lr: float = 0.02
+    clamp: bool = True
+    pooling: str = "max"
+    seed: int = 0
+    memory_size: int = 10
+    max_linesearch_steps: int = 20
+    linesearch: str = "backtracking"
+    remat: bool = False
+
+    def validated(self) -> Options:
+        """Checks every field; returns a copy with layer names as tuples.
+
+        Raises:
+          InputError: the first invalid field, named.
+        """
+        cl = vgg.check_layers(self.content_layers, what="content layer")
+        sl = vgg.check_layers(self.style_layers, what="style layer")
+        for name in ("content_weight", "style_weight", "lr"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise InputError(f"{name} must be a positive number, got {v!r}")
+        if not (math.isfinite(self.tv_weight) and self.tv_weight >= 0):
+            raise InputError(f"tv_weight must be >= 0, got {self.tv_weight!r}")
+        for name in ("steps", "memory_size", "max_linesearch_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        if self.init not in INITS:
+            raise InputError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.pooling not in ("max", "avg"):
+            raise InputError(f"pooling must be 'max' or 'avg', got {self.pooling!r}")
+        if self.linesearch not in LINESEARCHES:
+            raise InputError(f"linesearch must be one of {LINESEARCHES}, got {self.linesearch!r}")
+        return dataclasses.replace(self, content_layers=cl, style_layers=sl)
+
+
+class Result(NamedTuple):
+    """Outcome of an optimization.
+
+    Attributes:
+      image: ``float32[H, W, 3]`` in [0, 1].
+      content_loss, style_loss, tv_loss, loss: ``float64[steps + 1]``; entry ``t``
+        is the (unweighted content/style/tv, weighted total) loss of the image
+        after ``t`` steps (shorter if L-BFGS converged: no trial step decreased
+        the loss any more).
+      evaluations: loss+gradient evaluations made (L-BFGS line search included).
+      seconds: wall time of the optimization loop (compilation included).
+      weights: the VGG weights used: a file name, or ``"random"``.
+    """
+
+    image: np.ndarray
+    content_loss: np.ndarray
+    style_loss: np.ndarray
+    tv_loss: np.ndarray
+    loss: np.ndarray
+    evaluations: int
+    seconds: float
+    weights: str
+
+
+# ---------------------------------------------------------------- image preparation
+
+
+def resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Antialiased Lanczos resize of ``float32[H, W, C]`` in [0, 1] to ``shape`` (clipped)."""
+    img = np.asarray(img, np.float32)
+    if img.shape[:2] == tuple(shape):
+        return img
+    out = jax.image.resize(jnp.asarray(img), (*shape, img.shape[2]), "lanczos3", antialias=True)
+    return np.clip(np.asarray(out), 0.0, 1.0)
+
+
+def fit_size(shape: tuple[int, int], size: int | None) -> tuple[int, int]:
+    """``(H, W)`` scaled so that the longer side is ``size`` (unchanged for None)."""
+    h, w = shape
+    if not size:
+        return h, w
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def fit_style(
+    style: np.ndarray, content_shape: tuple[int, int], *, fit: str = "scale", scale: float = 1.0
+) -> np.ndarray:
+    """Brings a style image to a size that suits the content.
+
+    Args:
+      style: ``float32[h, w, 3]`` in [0, 1].
+      content_shape: the result's ``(H, W)``.
+      fit: ``"scale"`` keeps the style's aspect ratio and scales its longer side to
+        ``scale`` x the content's longer side (Gram matrices need no equal sizes);
+        ``"pad_crop"`` (the seed project's) reflect-pads the style up to at least
+        ``(H, W)`` and then center-crops it to exactly ``(H, W)``; ``"stretch"``
+        resizes to ``(H, W)``; ``"none"`` keeps the style as it is.
+      scale: style size relative to the content (``"scale"`` only).
+    """
+    h, w = content_shape
+    if fit == "none":
+        return np.asarray(style, np.float32)
+    if fit == "scale":
+        return resize(style, fit_size(style.shape[:2], max(1, round(max(h, w) * scale))))
+    if fit == "stretch":
+        return resize(style, (h, w))
+    if fit == "pad_crop":
+        sh, sw = style.shape[:2]
+        py, px = max(0, h - sh), max(0, w - sw)
+        if py or px:
+            # reflect padding needs pad < size; repeat until large enough
+            while style.shape[0] < h or style.shape[1] < w:
+                sh, sw = style.shape[:2]
+                py, px = min(max(0, h - sh), sh - 1), min(max(0, w - sw), sw - 1)
+                mode = "reflect" if min(sh, sw) > 1 else "edge"
+                style = np.pad(
+                    style, ((py // 2, py - py // 2), (px // 2, px - px // 2), (0, 0)), mode=mode
+                )
+        sh, sw = style.shape[:2]
+        y0, x0 = (sh - h) // 2, (sw - w) // 2
+        return np.ascontiguousarray(style[y0 : y0 + h, x0 : x0 + w])
+    raise InputError(f"style_fit must be one of {STYLE_FITS}, got {fit!r}")
+
+
+_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
+    np.float32,
+)
+_YIQ_INV = np.linalg.inv(_YIQ).astype(np.float32)
+
+
+def luminance(img: np.ndarray) -> np.ndarray:
+    """YIQ luminance ``Y`` of ``[H, W, 3]``, ``float32[H, W]``."""
+    return np.asarray(img, np.float32) @ _YIQ[0]
+
+
+def with_colors(luma_src: np.ndarray, color_src: np.ndarray) -> np.ndarray:
+    """``luma_src``'s luminance with ``color_src``'s YIQ chrominance, clipped to [0, 1]."""
+    yiq = np.asarray(color_src, np.float32) @ _YIQ.T
+    yiq[..., 0] = luminance(luma_src)
+    return np.clip(yiq @ _YIQ_INV.T, 0.0, 1.0).astype(np.float32)
+
+
+def _gray3(y: np.ndarray) -> np.ndarray:
+    return np.repeat(np.clip(y, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
+
+
+def _check_image(img, name: str) -> np.ndarray:
+    a = np.asarray(img, np.float32)
+    if a.ndim != 3 or a.shape[-1] != 3 or min(a.shape[:2]) < 1:
+        raise InputError(f"{name} must be float32[H, W, 3] in [0, 1], got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{name} has non-finite values")
+    return a
+
+
+# ---------------------------------------------------------------- the jitted step
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pooling: str
+    remat: bool
+    optimizer: str
+    clamp: bool
+    lr: float
+    memory_size: int
+    max_linesearch_steps: int
+    linesearch: str
+
+
+def objective(x, vgg_params, targets, *, static: _Static):
+    """Weighted NST loss of ``x`` (``float32[1, H, W, 3]``) and its parts.
+
+    ``targets``: ``{"content": {layer: features}, "style": {layer: gram},
+    "weights": float32[3] (content, style, tv)}``; a missing part counts 0.
+
+    Returns:
+      ``(total, {"content_loss", "style_loss", "tv_loss"})``, scalars.
+    """
+    layers = tuple(dict.fromkeys(static.content_layers + static.style_layers))
+    feats = vgg.features(
+        vgg_params,
+        x,
+        layers=layers,
+        mean=static.mean,
+        std=static.std,
+        pooling=static.pooling,
+        remat=static.remat,
+    )
+    zero = jnp.zeros((), jnp.float32)
+    c = sum(
+        (jnp.sum(losses.content_loss(feats[k], t)) for k, t in targets["content"].items()), zero
+    )
+    s = sum((jnp.sum(losses.style_loss(feats[k], g)) for k, g in targets["style"].items()), zero)
+    tv = jnp.sum(losses.total_variation(x))
+    w = targets["weights"]
+    total = w[0] * c + w[1] * s + w[2] * tv
+    return total, {"content_loss": c, "style_loss": s, "tv_loss": tv}
+
+
+def make_optimizer(static: _Static) -> optax.GradientTransformation:
+    if static.optimizer == "adam":
+        return optax.adam(static.lr)
+    return optax.lbfgs(
+        memory_size=static.memory_size,
+        linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=static.max_linesearch_steps, initial_guess_strategy="one"
+        ),
+    )
+
+
+def build_step(static: _Static) -> Callable:
+    """The pure step ``(x, opt_state, vgg_params, targets) -> (x, opt_state, metrics)``.
+
+    ``metrics`` hold the losses of the input ``x`` plus ``evaluations`` (loss and
+    gradient evaluations this step made).
+    """
+    opt = make_optimizer(static)
+
+    def step(x, opt_state, vgg_params, targets):
+        def value_fn(y):
+            return objective(y, vgg_params, targets, static=static)[0]
+
+        (total, parts), grad = jax.value_and_grad(
+            lambda y: objective(y, vgg_params, targets, static=static), has_aux=True
+        )(x)
+        if static.optimizer == "lbfgs":
+            updates, opt_state = opt.update(
+                grad, opt_state, x, value=total, grad=grad, value_fn=value_fn
+            )
+            evals = 1 + optax.tree.get(opt_state, "num_linesearch_steps")
+        else:
+            updates, opt_state = opt.update(grad, opt_state, x)
+            evals = jnp.ones((), jnp.int32)
+        x = optax.apply_updates(x, updates)
+        if static.clamp:
+            x = jnp.clip(x, 0.0, 1.0)
+        return x, opt_state, {**parts, "loss": total, "evaluations": evals}
+
+    return step
+
+
+def init_state(static: _Static, x: jax.Array):
+    """The optimizer state for image ``x``, with strong dtypes so the step's output
+    state has the same types as its input (the step compiles once)."""
+    state = make_optimizer(static).init(x)
+    return jax.tree.map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype), state)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted(static: _Static):
+    step = jax.jit(build_step(static))
+    loss = jax.jit(functools.partial(objective, static=static))
+    return step, loss
+
+
+def build_trial(static: _Static) -> Callable:
+    """The pure line-search trial ``(x, d, g, eta, vgg_params, targets) ->
+    (x_new, total, parts, grad, slope)``: ``x_new = clip(x + eta d)`` (projected
+    when clamping), its loss, parts and gradient, and ``slope = <g, x_new - x>``
+    for the Armijo test. ``eta = 0`` evaluates ``x`` itself."""
+
+    def trial(x, d, g, eta, vgg_params, targets):
+        x_new = x + eta * d
+        if static.clamp:
+            x_new = jnp.clip(x_new, 0.0, 1.0)
+        (total, parts), grad = jax.value_and_grad(
+            lambda y: objective(y, vgg_params, targets, static=static), has_aux=True
+        )(x_new)
+        return x_new, total, parts, grad, jnp.vdot(g, x_new - x)
+
+    return trial
+
+
+def build_direction(static: _Static) -> Callable:
+    """The pure L-BFGS direction ``(g, state, x) -> (d, state, <g, d>)`` (optax's
+    ``scale_by_lbfgs`` two-loop recursion over the last ``memory_size`` pairs)."""
+    tx = optax.scale_by_lbfgs(memory_size=static.memory_size)
+
+    def direction(g, state, x):
+        d, state = tx.update(g, state, x)
+        return -d, state, -jnp.vdot(g, d)
+
+    return direction
+
+
+def init_direction_state(static: _Static, x: jax.Array):
+    state = optax.scale_by_lbfgs(memory_size=static.memory_size).init(x)
+    return jax.tree.map(lambda a: jnp.array(a, dtype=jnp.asarray(a).dtype), state)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_host(static: _Static):
+    return jax.jit(build_trial(static)), jax.jit(build_direction(static))
+
+
+def _iterate_backtracking(static, x, params, targets, steps, *, fns=None):
+    """Projected L-BFGS with Armijo backtracking, driven from the host.
+
+    Yields ``(metrics of x_t, x_{t+1}, evaluations)`` per step, then
+    ``(metrics of the last x, None, 0)``; stops early when no trial decreases
+    the loss (converged to float precision).
+    """
+    trial, direction = fns or _jitted_host(static)
+    zeros = jnp.zeros_like(x)
+    x, f, parts, g, _ = trial(x, zeros, zeros, 0.0, params, targets)
+    f = float(f)
+    state = init_direction_state(static, x)
+    initial = 1  # the evaluation at x_0 counts towards the first step
+    for _ in range(steps):
+        d, new_state, slope = direction(g, state, x)
+        if not float(slope) < 0:  # not a descent direction: restart the memory
+            state = init_direction_state(static, x)
+            d, new_state, slope = direction(g, state, x)
+        metrics = {**jax.device_get(parts), "loss": f}
+        eta, evals, accepted = 1.0, initial, None
+        initial = 0
+        for _ in range(static.max_linesearch_steps):
+            xn, fn, pn, gn, dec = trial(x, d, g, eta, params, targets)
+            evals += 1
+            fn = float(fn)
+            if math.isfinite(fn) and fn <= f + 1e-4 * float(dec):
+                accepted = (xn, fn, pn, gn)
+                break
+            eta *= 0.5
+        if accepted is None:
+            yield metrics, x, evals
+            break
+        x, f, parts, g = accepted
+        state = new_state
+        yield metrics, x, evals
+    yield {**jax.device_get(parts), "loss": f}, None, 0
+
+
+def _iterate_in_graph(static, x, params, targets, steps):
+    """Adam or ``optax.lbfgs`` (zoom line search) steps, one compiled call each."""
+    step_fn, loss_fn = _jitted(static)
+    opt_state = init_state(static, x)
+    for _ in range(steps):
+        x_new, opt_state, m = step_fn(x, opt_state, params, targets)
+        m = jax.device_get(m)
+        evals = int(m.pop("evaluations"))
+        x = x_new
+        yield m, x, evals
+    total, parts = jax.device_get(loss_fn(x, params, targets))
+    yield {**parts, "loss": total}, None, 0
+
+
+@functools.lru_cache(maxsize=16)
+def _feature_fn(layers, mean, std, pooling):
+    return jax.jit(
+        lambda p, x: vgg.features(p, x, layers=layers, mean=mean, std=std, pooling=pooling)
+    )
+
+
+# ---------------------------------------------------------------- optimization
+
+
+class Problem(NamedTuple):
+    """A validated optimization problem (see :func:`build_problem`)."""
+
+    options: Options
+    static: _Static  # the compile-time settings of the jitted functions
+    params: dict  # VGG-19 arrays
+    targets: dict  # content features, blended style Grams, loss weights
+    content: np.ndarray | None
+    shape: tuple[int, int]
+
+
+def build_problem(weights, content, styles, style_blend, shape, options) -> Problem:
+    """Validates the inputs and computes the targets (content features at the content
+    layers, blended Gram matrices at the style layers) for :func:`objective`.
+
+    Arguments as in :func:`optimize`. Raises InputError naming a bad argument.
+    """
+    options = options.validated()
+    if content is None and not styles:
+        raise InputError("give a content image, a style image, or both")
+    if content is not None:
+        content = _check_image(content, "content")
+    styles = [_check_image(s, f"style {i + 1}") for i, s in enumerate(styles)]
+    if style_blend is None:
+        blend = np.full(len(styles), 1.0 / max(len(styles), 1))
+    else:
+        blend = np.asarray(style_blend, np.float64)
+        if blend.shape != (len(styles),) or not np.all(np.isfinite(blend)) or np.any(blend <= 0):
+            raise InputError(
+                f"style_blend must be {len(styles)} positive weight(s), got {list(style_blend)}"
+            )
+        blend = blend / blend.sum()
+    if shape is None:
+        shape = content.shape[:2] if content is not None else styles[0].shape[:2]
+    h, w = int(shape[0]), int(shape[1])
+    if content is not None and content.shape[:2] != (h, w):
+        raise InputError(f"content is {content.shape[:2]}, but shape is {(h, w)}")
+    if options.init == "content" and content is None:
+        raise InputError("init='content' needs a content image; use init='noise'")
+
+    use_content = content is not None
+    static = _Static(
+        content_layers=options.content_layers if use_content else (),
+        style_layers=options.style_layers if styles else (),
+        mean=tuple(weights.mean),
+        std=tuple(weights.std),
+        pooling=options.pooling,
+        remat=options.remat,
+        optimizer=options.optimizer,
+        clamp=options.clamp,
+        lr=float(options.lr),
+        memory_size=options.memory_size,
+        max_linesearch_steps=options.max_linesearch_steps,
+        linesearch=options.linesearch if options.optimizer == "lbfgs" else "",
+    )
+    if not static.content_layers and not static.style_layers:
+        raise InputError("nothing to optimize: the content and style layer lists are empty")
+    params = jax.tree.map(jnp.asarray, weights.params)
+    targets: dict[str, Any] = {"content": {}, "style": {}}
+    if static.content_layers:
+        fn = _feature_fn(static.content_layers, static.mean, static.std, static.pooling)
+        targets["content"] = dict(fn(params, jnp.asarray(content)[None]))
+    if static.style_layers:
+        fn = _feature_fn(static.style_layers, static.mean, static.std, static.pooling)
+        grams = {k: 0.0 for k in static.style_layers}
+        for b, s in zip(blend, styles, strict=True):
+            feats = fn(params, jnp.asarray(s)[None])
+            for k in static.style_layers:
+                grams[k] = grams[k] + float(b) * losses.gram_matrix(feats[k])
+        targets["style"] = grams
+    targets["weights"] = jnp.asarray(
+        [options.content_weight, options.style_weight, options.tv_weight], jnp.float32
+    )
+
+    return Problem(options, static, params, targets, content, (h, w))
+
+
+def optimize(
+    weights: vgg.VGGWeights,
+    *,
+    content: np.ndarray | None = None,
+    styles: Sequence[np.ndarray] = (),
+    style_blend: Sequence[float] | None = None,
+    shape: tuple[int, int] | None = None,
+    options: Options = Options(),  # noqa: B008 - frozen dataclass
+    callback: Callable[[int, np.ndarray, dict], None] | None = None,
+    snapshot_every: int = 0,
+    progress: bool = True,
+) -> Result:
+    """Optimizes an image to match content features and/or style Gram matrices.
+
+    Args:
+      weights: VGG-19 weights (:func:`imsyn.models.vgg.load_weights`).
+      content: ``float32[H, W, 3]`` in [0, 1], or None (texture synthesis).
+      styles: style images ``float32[h_k, w_k, 3]`` in [0, 1] of any sizes; none
+        gives content reconstruction.
+      style_blend: positive weight per style (normalized; default equal). The
+        target Gram is the blend, equivalent in gradient to the weighted sum of
+        per-style losses.
+      shape: the result's ``(H, W)`` (default: the content's, else the first style's).
+      options: :class:`Options`.
+      callback: called as ``callback(step, image, metrics)`` every
+        ``snapshot_every`` steps and after the last.
+      snapshot_every: see ``callback`` (0: only after the last step).
+      progress: draw a progress bar on stderr.
+
+    Returns:
+      :class:`Result`.
+
+    Raises:
+      InputError: invalid images, options or blend weights, named.
+    """
+    from imsyn.progress import Progress
+
+    options, static, params, targets, content, (h, w) = build_problem(
+        weights, content, styles, style_blend, shape, options
+    )
+    if options.init == "content":
+        x = jnp.asarray(content)[None]
+    else:
+        x = jax.random.uniform(jax.random.key(options.seed), (1, h, w, 3), jnp.float32)
+    hist: dict[str, list[float]] = {
+        k: [] for k in ("content_loss", "style_loss", "tv_loss", "loss")
+    }
+    evaluations = 0
+    bar = Progress(options.steps, desc="stylize", unit="step", enabled=progress)
+    t0 = time.perf_counter()
+    if static.linesearch == "backtracking":
+        it = _iterate_backtracking(static, x, params, targets, options.steps)
+    else:
+        it = _iterate_in_graph(static, x, params, targets, options.steps)
+    for t, (m, x_next, evals) in enumerate(it):
+        if not math.isfinite(float(m["loss"])):
+            raise InputError(
+                f"the loss became {float(m['loss'])} at step {t}; lower the weights or lr"
+            )
+        for k in hist:
+            hist[k].append(float(m[k]))
+        if x_next is None:
+            break
+        x = x_next
+        evaluations += evals
+        bar.update(1, postfix=f"content={m['content_loss']:.4g} style={m['style_loss']:.4g}")
+        if callback is not None and snapshot_every and (t + 1) % snapshot_every == 0:
+            callback(t + 1, np.asarray(x[0]), {k: v[-1] for k, v in hist.items()})
+    bar.close()
+    seconds = time.perf_counter() - t0
+    image = np.asarray(jnp.clip(x[0], 0.0, 1.0))
+    done = len(hist["loss"]) - 1
+    if callback is not None and not (snapshot_every and done % snapshot_every == 0):
+        callback(done, image, {k: v[-1] for k, v in hist.items()})
+    return Result(
+        image=image,
+        **{k: np.asarray(v) for k, v in hist.items()},
+        evaluations=evaluations,
+        seconds=seconds,
+        weights=weights.source,
+    )
+
+
+def reconstruct_content(
+    content: np.ndarray, weights: vgg.VGGWeights, *, layers=COURSE_CONTENT_LAYERS, **kw
+) -> Result:
+    """Reconstructs ``content`` from noise by matching its features at ``layers``."""
+    options = dataclasses.replace(
+        kw.pop("options", Options()), content_layers=tuple(layers), init="noise"
+    )
+    return optimize(weights, content=content, options=options, **kw)
+
+
+def synthesize_texture(
+    style: np.ndarray | Sequence[np.ndarray],
+    weights: vgg.VGGWeights,
+    *,
+    shape: tuple[int, int] | None = None,
+    layers=COURSE_STYLE_LAYERS,
+    **kw,
+) -> Result:
+    """Synthesizes a texture of ``shape`` from noise matching ``style``'s Gram matrices."""
+    styles = [style] if np.ndim(style) == 3 else list(style)
+    options = dataclasses.replace(
+        kw.pop("options", Options()), style_layers=tuple(layers), init="noise"
+    )
+    return optimize(weights, styles=styles, shape=shape, options=options, **kw)
+
+
+def style_transfer(
+    content: np.ndarray,
+    styles: np.ndarray | Sequence[np.ndarray],
+    weights: vgg.VGGWeights,
+    *,
+    size: int | None = None,
+    style_fit: str = "scale",
+    style_scale: float = 1.0,
+    original_colors: bool = False,
+    **kw,
+) -> Result:
+    """Renders ``content`` in the style of ``styles`` (Gatys et al.).
+
+    Args:
+      content: ``float32[H, W, 3]`` in [0, 1].
+      styles: one ``[h, w, 3]`` image or a list (blend with ``style_blend=``).
+      weights: VGG-19 weights.
+      size: longer side of the result in pixels (default: the content's).
+      style_fit: how styles are sized, see :func:`fit_style`.
+      style_scale: style size relative to the content for ``style_fit="scale"``.
+      original_colors: keep the content's colours: transfer on luminance only
+        (style luminance matched to the content's mean and std), then combine
+        the result's luminance with the content's YIQ chrominance.
+      **kw: :func:`optimize` arguments (``options``, ``style_blend``, ``callback``, ...).
+    """
+    content = _check_image(content, "content")
+    styles = [styles] if np.ndim(styles) == 3 else list(styles)
+    if not styles:
+        raise InputError("style_transfer needs at least one style image")
+    if size is not None and (isinstance(size, bool) or int(size) != size or size <= 0):
+        raise InputError(f"size must be a positive integer, got {size!r}")
+    if not (math.isfinite(style_scale) and style_scale > 0):
+        raise InputError(f"style_scale must be positive, got {style_scale!r}")
+    content = resize(content, fit_size(content.shape[:2], size))
+    styles = [
+        fit_style(
+            _check_image(s, f"style {i + 1}"), content.shape[:2], fit=style_fit, scale=style_scale
+        )
+        for i, s in enumerate(styles)
+    ]
+    if not original_colors:
+        return optimize(weights, content=content, styles=styles, **kw)
+    yc = luminance(content)
+    mu, sd = float(yc.mean()), float(yc.std())
+    lum_styles = []
+    for s in styles:
+        ys = luminance(s)
+        lum_styles.append(_gray3((ys - ys.mean()) / max(float(ys.std()), 1e-6) * sd + mu))
+    user_cb = kw.pop("callback", None)
+    cb = None
+    if user_cb is not None:
+
+        def cb(step, img, metrics):
+            user_cb(step, with_colors(img, content), metrics)
+
+    res = optimize(weights, content=_gray3(yc), styles=lum_styles, callback=cb, **kw)
+    return res._replace(image=with_colors(res.image, content))
+
+
+# ---------------------------------------------------------------- default images
+
+
+def default_content() -> np.ndarray:
+    """A photo shipped with matplotlib (a runtime dependency): Grace Hopper, [H, W, 3]."""
+    import matplotlib
+
+    from imsyn.image import read_float
+
+    path = Path(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    return read_float(path, mode="rgb")
+
+
+def default_style(size: int = 256) -> np.ndarray:
+    """A generated swirling brush-stroke texture (deterministic), ``float32[size, size, 3]``."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    angle = 3.0 * np.sin(2 * np.pi * (1.3 * x + 0.7 * y)) + 2.0 * np.cos(2 * np.pi * 1.1 * y)
+    stroke = np.sin(40.0 * (x * np.cos(angle) + y * np.sin(angle)))
+    swirl = np.sin(2 * np.pi * (2.0 * x - 1.5 * y) + 2.0 * np.sin(6.0 * y))
+    t = 0.5 + 0.5 * np.tanh(1.5 * (0.7 * stroke + 0.6 * swirl))
+    deep = np.array([0.08, 0.16, 0.45], np.float32)
+    gold = np.array([0.96, 0.82, 0.25], np.float32)
+    sky = np.array([0.35, 0.6, 0.85], np.float32)
+    mix = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * x * y + angle)
+    img = (1 - t)[..., None] * deep + t[..., None] * (
+        mix[..., None] * gold + (1 - mix)[..., None] * sky
+    )
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- experiments (train.py / eval.py)
+
+MODES = ("transfer", "content", "texture")
+SWEEPS = ("content_layers", "style_layers", "style_weight", "init", "all")
+CONFIG_FIELDS = {
+    "task": str,
+    "name": str,
+    "seed": int,
+    "mode": str,
+    "content": str,
+    "style": str,
+    "style_blend": str,
+    "size": int,
+    "style_fit": str,
+    "style_scale": float,
+    "original_colors": bool,
+    "content_layers": str,
+    "style_layers": str,
+    "content_weight": float,
+    "style_weight": float,
+    "tv_weight": float,
+    "init": str,
+    "optimizer": str,
+    "linesearch": str,
+    "num_steps": int,
+    "lr": float,
+    "clamp": bool,
+    "pooling": str,
+    "memory_size": int,
+    "remat": bool,
+    "weights": str,
+    "sample_every": int,
+    "sweep": str,
+}
+
+
+class _Run(NamedTuple):
+    config: dict
+    options: Options
+    content: np.ndarray | None
+    styles: list
+    style_blend: list | None
+    weights: vgg.VGGWeights
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in str(text).split(",") if s.strip()]
+
+
+def check_config(config) -> dict:
+    """Validates an NST config before any compute; returns it as a plain dict.
+
+    Raises:
+      ConfigError: an unknown field or an invalid value, naming the field.
+    """
+    cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    for k in cfg:
+        if k not in CONFIG_FIELDS:
+            raise ConfigError(
+                f"config.{k}: unknown field for task 'nst'; known: {sorted(CONFIG_FIELDS)}"
+            )
+    for k, typ in CONFIG_FIELDS.items():
+        if k not in cfg:
+            raise ConfigError(f"config.{k} is missing (see configs/nst.py)")
+        v = cfg[k]
+        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            cfg[k], ok = float(v), True
+        if not ok:
+            raise ConfigError(f"config.{k} must be {typ.__name__}, got {v!r}")
+    choices = {"mode": MODES, "style_fit": STYLE_FITS, "optimizer": OPTIMIZERS}
+    choices["linesearch"] = LINESEARCHES
+    choices.update({"init": ("",) + INITS, "pooling": ("max", "avg"), "sweep": ("",) + SWEEPS})
+    for k, allowed in choices.items():
+        if cfg[k] not in allowed:
+            raise ConfigError(f"config.{k} must be one of {allowed}, got {cfg[k]!r}")
+    for k in ("size", "sample_every"):
+        if cfg[k] < 0:
+            raise ConfigError(f"config.{k} must be >= 0, got {cfg[k]}")
+    if not (math.isfinite(cfg["style_scale"]) and cfg["style_scale"] > 0):
+        raise ConfigError(f"config.style_scale must be positive, got {cfg['style_scale']}")
+    try:
+        blend = [float(b) for b in _split(cfg["style_blend"])]
+    except ValueError:
+        raise ConfigError(
+            f"config.style_blend: comma-separated numbers, got {cfg['style_blend']!r}"
+        ) from None
+    if blend and (len(blend) != max(len(_split(cfg["style"])), 1) or min(blend) <= 0):
+        raise ConfigError("config.style_blend needs one positive weight per style image")
+    for field, what in (("content_layers", "content layer"), ("style_layers", "style layer")):
+        try:
+            vgg.check_layers(_split(cfg[field]), what=what)
+        except InputError as e:
+            raise ConfigError(f"config.{field}: {e}") from None
+    try:
+        _options(cfg)
+    except InputError as e:  # Options messages start with the field name
+        field = str(e).split(" ")[0]
+        field = {"steps": "num_steps"}.get(field, field)
+        raise ConfigError(f"config.{field}: {e}") from None
+    return cfg
+
+
+def validate(config) -> None:
+    """Checks a config before any compute (used by ``sweep.py`` for every run)."""
+    check_config(config)
+
+
+def _options(cfg: dict) -> Options:
+    init = cfg["init"] or ("content" if cfg["mode"] == "transfer" else "noise")
+    return Options(
+        content_layers=tuple(_split(cfg["content_layers"])),
+        style_layers=tuple(_split(cfg["style_layers"])),
+        content_weight=cfg["content_weight"],
+        style_weight=cfg["style_weight"],
+        tv_weight=cfg["tv_weight"],
+        init=init,
+        optimizer=cfg["optimizer"],
+        linesearch=cfg["linesearch"],
+        steps=cfg["num_steps"],
+        lr=cfg["lr"],
+        clamp=cfg["clamp"],
+        pooling=cfg["pooling"],
+        seed=cfg["seed"],
+        memory_size=cfg["memory_size"],
+        remat=cfg["remat"],
+    ).validated()
+
+
+def _prepare(cfg: dict) -> _Run:
+    from imsyn.image import read_float
+
+    options = _options(cfg)
+    content = read_float(cfg["content"], mode="rgb") if cfg["content"] else default_content()
+    paths = _split(cfg["style"])
+    styles = [read_float(p, mode="rgb") for p in paths] if paths else [default_style()]
+    blend = [float(b) for b in _split(cfg["style_blend"])] or None
+    weights = vgg.load_weights(cfg["weights"] or None)
+    size = cfg["size"] or None
+    if cfg["mode"] == "texture":
+        content = None
+        styles = [resize(s, fit_size(s.shape[:2], size)) for s in styles]
+    else:
+        content = resize(content, fit_size(content.shape[:2], size))
+        if cfg["mode"] == "content":
+            styles = []
+        else:
+            styles = [
+                fit_style(s, content.shape[:2], fit=cfg["style_fit"], scale=cfg["style_scale"])
+                for s in styles
+            ]
+    return _Run(cfg, options, content, styles, blend, weights)
+
+
+def _plot(hist: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from imsyn.image import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for k in ("content_loss", "style_loss", "tv_loss", "loss"):
+        v = np.asarray(hist[k], np.float64)
+        if np.any(v > 0):
+            ax.plot(np.arange(len(v)), np.where(v > 0, v, np.nan), label=k)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _inputs_grid(run: _Run) -> np.ndarray:
+    from imsyn.image import make_grid
+
+    imgs = ([run.content] if run.content is not None else []) + list(run.styles)
+    h = max(i.shape[0] for i in imgs)
+    tiles = [resize(i, (h, max(1, round(i.shape[1] * h / i.shape[0])))) for i in imgs]
+    w = max(t.shape[1] for t in tiles)
+    tiles = [
+        np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)), constant_values=1.0)
+        for t in tiles
+    ]
+    return make_grid(np.stack(tiles), ncol=len(tiles))
+
+
+def _final_metrics(res: Result, run: _Run) -> dict:
+    s0, s1 = res.style_loss[0], res.style_loss[-1]
+    return {
+        "mode": run.config["mode"],
+        "weights": res.weights,
+        "steps": int(len(res.loss) - 1),
+        "evaluations": res.evaluations,
+        "seconds": round(res.seconds, 3),
+        "content_loss": float(res.content_loss[-1]),
+        "style_loss": float(s1),
+        "tv_loss": float(res.tv_loss[-1]),
+        "loss": float(res.loss[-1]),
+        "loss_reduction": float(res.loss[0] / res.loss[-1]) if res.loss[-1] > 0 else None,
+        "style_reduction": float(s0 / s1) if s1 > 0 else None,
+        "note": "random VGG-19 features (no weights given): not comparable to pretrained results"
+        if res.weights == "random"
+        else "",
+    }
+
+
+def _run_one(cfg: dict, workdir: Path, *, progress: bool = True) -> dict:
+    from imsyn.image import write_image, write_json, write_text
+    from imsyn.report import write_report
+    from imsyn.training.writers import write_samples
+
+    run = _prepare(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "config.json", {**cfg, "weights_used": run.weights.source})
+
+    def snapshot(step, img, _metrics):
+        write_samples(workdir / "samples", step, {"result": img})
+
+    kw = dict(
+        options=run.options,
+        callback=snapshot,
+        snapshot_every=cfg["sample_every"],
+        progress=progress,
+    )
+    if cfg["mode"] == "transfer":
+        res = style_transfer(
+            run.content,
+            run.styles,
+            run.weights,
+            style_fit="none",  # _prepare fitted them
+            original_colors=cfg["original_colors"],
+            style_blend=run.style_blend,
+            **kw,
+        )
+    else:
+        res = optimize(
+            run.weights,
+            content=run.content,
+            styles=run.styles,
+            style_blend=run.style_blend,
+            **kw,
+        )
+    hist = {k: getattr(res, k).tolist() for k in ("content_loss", "style_loss", "tv_loss", "loss")}
+    write_text(
+        workdir / "metrics.jsonl",
+        "".join(
+            json.dumps({"step": t, **{k: v[t] for k, v in hist.items()}}) + "\n"
+            for t in range(len(hist["loss"]))
+        ),
+    )
+    _plot(hist, workdir / "plots" / "losses.png", f"{cfg['name']} ({cfg['mode']})")
+    write_image(workdir / "inputs.png", _inputs_grid(run))
+    write_image(workdir / "result.png", res.image)
+    write_image(workdir / "eval" / "samples.png", res.image)  # shown by report/sweep pages
+    metrics = _final_metrics(res, run)
+    write_json(
+        workdir / "result.json",
+        {"config": cfg, "options": dataclasses.asdict(run.options), **metrics, **hist},
+    )
+    write_json(workdir / "eval" / "metrics.json", metrics)
+    write_report(workdir, sections=_report_sections(workdir))
+    return metrics
+
+
+def _report_sections(workdir: Path) -> list[tuple[str, str]]:
+    figs = []
+    for name in ("inputs.png",):
+        if (workdir / name).exists():
+            figs.append(f'<figure><img src="{name}"><figcaption>{name}</figcaption></figure>')
+    snaps = sorted(p for p in (workdir / "samples").glob("result_0*.png"))
+    strip = "".join(
+        f'<figure><img src="samples/{p.name}" width="160">'
+        f"<figcaption>{p.stem}</figcaption></figure>"
+        for p in snaps
+    )
+    return [("Inputs (content, styles)", "".join(figs)), ("Snapshots", strip or "<p>none</p>")]
+
+
+def train(config, workdir) -> dict:
+    """``train.py`` entry: one optimization (or ``config.sweep``) into ``workdir``."""
+    cfg = check_config(config)
+    if cfg["sweep"]:
+        return run_sweep(cfg, workdir, cfg["sweep"])
+    return _run_one(cfg, Path(workdir))
+
+
+def evaluate(config, workdir) -> dict:
+    """``eval.py`` entry: re-measures ``workdir/result.png`` (8-bit, as saved) against the
+    config's targets; writes ``eval/metrics.json`` and ``report.html``."""
+    from imsyn.image import read_float, write_json
+    from imsyn.report import write_report
+
+    cfg = check_config(config)
+    workdir = Path(workdir)
+    if cfg["sweep"]:
+        raise ConfigError("config.sweep: evaluate one run's workdir (sweep pages are final)")
+    if not (workdir / "result.png").exists():
+        raise InputError(f"{workdir}: no result.png; run train.py with this workdir first")
+    run = _prepare(cfg)
+    image = read_float(workdir / "result.png", mode="rgb")
+    if cfg["mode"] == "transfer" and cfg["original_colors"]:
+        run = run._replace(
+            content=_gray3(luminance(run.content)),
+            styles=[_gray3(luminance(s)) for s in run.styles],
+        )
+        image = _gray3(luminance(image))
+    if run.content is not None and image.shape != run.content.shape:
+        raise InputError(
+            f"{workdir}/result.png is {image.shape}, the config gives {run.content.shape}"
+        )
+    m = measure(
+        run.weights,
+        image,
+        content=run.content,
+        styles=run.styles,
+        style_blend=run.style_blend,
+        options=run.options,
+    )
+    metrics = {"mode": cfg["mode"], "weights": run.weights.source, "saved_8bit": True, **m}
+    write_json(workdir / "eval" / "metrics.json", metrics)
+    write_report(workdir, sections=_report_sections(workdir))
+    return metrics
+
+
+def measure(
+    weights: vgg.VGGWeights,
+    image: np.ndarray,
+    *,
+    content: np.ndarray | None = None,
+    styles: Sequence[np.ndarray] = (),
+    style_blend: Sequence[float] | None = None,
+    options: Options = Options(),  # noqa: B008
+) -> dict:
+    """The (unweighted) content, style and TV losses and the weighted total of ``image``."""
+    image = _check_image(image, "image")
+    _, static, params, targets, _, _ = build_problem(
+        weights, content, styles, style_blend, image.shape[:2], options
+    )
+    total, parts = jax.device_get(_jitted(static)[1](jnp.asarray(image)[None], params, targets))
+    return {**{k: float(v) for k, v in parts.items()}, "loss": float(total)}
+
+
+# ---------------------------------------------------------------- ablation sweeps
+
+_STYLE_SETS = {
+    "conv_1": "conv_1",
+    "conv_1-2": "conv_1,conv_2",
+    "conv_1-3": "conv_1,conv_2,conv_3",
+    "conv_1-4": "conv_1,conv_2,conv_3,conv_4",
+    "conv_1-5": "conv_1,conv_2,conv_3,conv_4,conv_5",
+    "paper": "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1",
+}
+
+
+def sweep_runs(name: str) -> list[tuple[str, dict]]:
+    """The seed project's ablation grids as ``(run name, config overrides)`` pairs.
+
+    * ``content_layers``: content reconstruction from noise at one layer each
+      (conv_1 … conv_5, conv_9 = conv4_1, conv_13 = conv5_1);
+    * ``style_layers``: texture synthesis from noise with growing layer sets;
+    * ``style_weight``: style transfer with style weight 1e3 … 1e7;
+    * ``init``: style transfer from noise vs from the content image;
+    * ``all``: all of them.
+    """
+    grids = {
+        "content_layers": [
+            (f"content_{l}", {"mode": "content", "content_layers": l})
+            for l in ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5", "conv_9", "conv_13")
+        ],
+        "style_layers": [
+            (f"texture_{k}", {"mode": "texture", "style_layers": v}) for k, v in _STYLE_SETS.items()
+        ],
+        "style_weight": [
+            (f"style_weight_1e{e}", {"mode": "transfer", "style_weight": float(10**e)})
+            for e in range(3, 8)
+        ],
+        "init": [(f"init_{i}", {"mode": "transfer", "init": i}) for i in INITS],
+    }
+    if name == "all":
+        return [
+            r for g in ("content_layers", "style_layers", "style_weight", "init") for r in grids[g]
+        ]
+    if name not in grids:
+        raise ConfigError(f"unknown sweep {name!r}; choose one of {SWEEPS}")
+    return grids[name]
+
+
+def run_sweep(config, workdir, name: str) -> dict:
+    """Runs :func:`sweep_runs` ``name`` into ``workdir/<run>/`` and writes ``workdir/sweep.html``
+    (each run's result, loss curve and final losses on one page) and ``sweep.json``."""
+    from imsyn.image import write_json, write_text
+    from imsyn.progress import Progress
+
+    base = check_config(config)
+    workdir = Path(workdir)
+    runs = sweep_runs(name)
+    cfgs = []
+    for run_name, overrides in runs:  # validate every run before any compute
+        cfg = {**base, **overrides, "sweep": "", "name": run_name}
+        cfgs.append((run_name, check_config(cfg)))
+    results = {}
+    bar = Progress(len(cfgs), desc=f"sweep {name}", unit="run")
+    for run_name, cfg in cfgs:
+        results[run_name] = _run_one(cfg, workdir / run_name, progress=False)
+        bar.update(1, postfix=run_name)
+    bar.close()
+    write_json(workdir / "sweep.json", results)
+    rows = []
+    for run_name, m in results.items():
+        rows.append(
+            f'<figure><img src="{run_name}/result.png" width="200">'
+            f'<img src="{run_name}/plots/losses.png" width="260"><figcaption>'
+            f"<b>{html.escape(run_name)}</b><br>content {m['content_loss']:.4g}, "
+            f"style {m['style_loss']:.4g}, {m['seconds']:.1f} s</figcaption></figure>"
+        )
+    weights = {m["weights"] for m in results.values()}
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>NST sweep "
+        f"{html.escape(name)}</title></head><body style='font-family:sans-serif'>"
+        f"<h1>NST ablation: {html.escape(name)}</h1><p>VGG-19 weights: "
+        f"{html.escape(', '.join(sorted(weights)))}; {base['num_steps']} {base['optimizer']} "
+        f"steps at {base['size']} px.</p>{''.join(rows)}</body></html>\n"
+    )
+    write_text(workdir / "sweep.html", page)
+    return results

@@ -1,0 +1,326 @@
+"""Neural style transfer: PyTorch parity of the losses and gradient, optimization, CLI, runs."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imsyn import losses, nst
+from imsyn.errors import ConfigError, InputError
+from imsyn.image import write_image
+from imsyn.models import vgg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_vgg import _rel, torch_features  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return vgg.random_weights()
+
+
+@pytest.fixture
+def content(photo):
+    return nst.resize(photo, (32, 32))
+
+
+@pytest.fixture
+def style():
+    return nst.default_style(40)
+
+
+def _torch_reference(w, x, content, style, *, cl, sl, cw, sw, tvw):
+    """The course's / PyTorch tutorial's NST loss in plain torch; returns numpy values."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    net = torch_features(w)
+    mean = torch.tensor(w.mean).view(1, 3, 1, 1)
+    std = torch.tensor(w.std).view(1, 3, 1, 1)
+
+    def feats(img):
+        out, h = {}, (img - mean) / std
+        pos = {vgg.LAYER_INDEX[n]: n for n in cl + sl}
+        for i, m in enumerate(net):
+            h = m(h)
+            if i in pos:
+                out[pos[i]] = h
+            if i >= max(pos):
+                return out
+
+    def gram(f):
+        a, b, c, d = f.size()
+        f = f.view(a * b, c * d)
+        return f @ f.t() / (a * b * c * d)
+
+    def nchw(a):
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(a)[None].transpose(0, 3, 1, 2)))
+
+    with torch.no_grad():
+        ct = feats(nchw(content))
+        st = {k: gram(v) for k, v in feats(nchw(style)).items()}
+    xt = nchw(x).requires_grad_(True)
+    f = feats(xt)
+    c = sum(F.mse_loss(f[k], ct[k]) for k in cl)
+    s = sum(F.mse_loss(gram(f[k]), st[k]) for k in sl)
+    tv = torch.mean((xt[:, :, 1:] - xt[:, :, :-1]) ** 2) + torch.mean(
+        (xt[:, :, :, 1:] - xt[:, :, :, :-1]) ** 2
+    )
+    total = cw * c + sw * s + tvw * tv
+    total.backward()
+    grams = {k: gram(f[k]).detach().numpy() for k in sl}
+    g = xt.grad.numpy()[0].transpose(1, 2, 0)
+    return c.item(), s.item(), tv.item(), total.item(), grams, g
+
+
+def test_losses_grams_and_gradient_match_pytorch(weights, content, style, rng):
+    pytest.importorskip("torch")
+    x = rng.uniform(0, 1, content.shape).astype(np.float32)
+    cl, sl = ("conv_4",), nst.COURSE_STYLE_LAYERS + ("relu4_2",)
+    cw, sw, tvw = 1.0, 1e6, 10.0
+    opts = nst.Options(content_layers=cl, style_layers=sl, tv_weight=tvw)
+    _, static, params, targets, _, _ = nst.build_problem(
+        weights, content, [style], None, None, opts
+    )
+
+    def f(x):
+        return nst.objective(x[None], params, targets, static=static)
+
+    (total, parts), g = jax.value_and_grad(f, has_aux=True)(jnp.asarray(x))
+    c, s, tv, total_t, grams_t, g_t = _torch_reference(
+        weights, x, content, style, cl=cl, sl=sl, cw=cw, sw=sw, tvw=tvw
+    )
+    assert abs(float(parts["content_loss"]) / c - 1) < 1e-4
+    assert abs(float(parts["style_loss"]) / s - 1) < 1e-4
+    assert abs(float(parts["tv_loss"]) / tv - 1) < 1e-4
+    assert abs(float(total) / total_t - 1) < 1e-4
+    assert _rel(g, g_t) < 1e-4
+    feats = vgg.features(params, jnp.asarray(x)[None], layers=sl)
+    for k in sl:
+        assert _rel(losses.gram_matrix(feats[k])[0], grams_t[k]) < 1e-4, k
+
+
+def test_loss_known_answers(rng):
+    f = jnp.asarray(rng.normal(size=(2, 5, 6, 4)).astype(np.float32))
+    g = losses.gram_matrix(f)
+    assert g.shape == (2, 4, 4)
+    np.testing.assert_allclose(g[1], f[1].reshape(30, 4).T @ f[1].reshape(30, 4) / 120, rtol=1e-5)
+    np.testing.assert_array_equal(losses.content_loss(f, f), np.zeros(2))
+    np.testing.assert_array_equal(losses.style_loss(f, g), np.zeros(2))
+    np.testing.assert_array_equal(losses.total_variation(jnp.ones((3, 4, 4, 3))), np.zeros(3))
+
+
+def test_steps_compile_once_across_weights(weights, content, style):
+    x0 = jnp.asarray(content)[None]
+    # in-graph steps: optax.lbfgs with its zoom line search, and Adam
+    for opts in (nst.Options(linesearch="zoom"), nst.Options(optimizer="adam")):
+        _, static, params, targets, _, _ = nst.build_problem(
+            weights, content, [style], None, None, opts
+        )
+        chex.clear_trace_counter()
+        step = jax.jit(chex.assert_max_traces(nst.build_step(static), n=1))
+        x, state = x0, nst.init_state(static, x0)
+        for sw in (1e3, 1e5, 1e7):  # a style-weight sweep reuses the compiled step
+            targets = {**targets, "weights": jnp.asarray([1.0, sw, 0.0], jnp.float32)}
+            x, state, m = step(x, state, params, targets)
+            assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert int(m["evaluations"]) >= (2 if static.optimizer == "lbfgs" else 1)
+    # host-driven backtracking L-BFGS: one compiled trial, one compiled direction
+    _, static, params, targets, _, _ = nst.build_problem(
+        weights, content, [style], None, None, opts
+    )
+    static = dataclasses.replace(static, optimizer="lbfgs", linesearch="backtracking")
+    fns = tuple(
+        jax.jit(chex.assert_max_traces(f, n=1))
+        for f in (nst.build_trial(static), nst.build_direction(static))
+    )
+    out = list(nst._iterate_backtracking(static, x0, params, targets, 4, fns=fns))
+    losses_ = [m["loss"] for m, _, _ in out]
+    assert len(out) == 5 and all(b <= a for a, b in zip(losses_, losses_[1:], strict=False))
+
+
+def test_style_transfer_reduces_style_loss_10x(weights, content, style):
+    res = nst.style_transfer(content, style, weights, options=nst.Options(steps=10), progress=False)
+    assert res.image.shape == (32, 32, 3)
+    assert res.style_loss[-1] <= res.style_loss[0] / 10
+    assert len(res.content_loss) == len(res.style_loss) == 11
+    # content stays bounded: far closer to the content than noise is
+    noise = np.random.default_rng(0).uniform(0, 1, content.shape).astype(np.float32)
+    m = nst.measure(weights, noise, content=content, styles=[nst.fit_style(style, (32, 32))])
+    assert 0 < res.content_loss[-1] < m["content_loss"]
+    assert res.weights == "random"
+
+
+def test_content_reconstruction_from_noise(weights, content):
+    res = nst.reconstruct_content(
+        content, weights, layers=("conv_1",), options=nst.Options(steps=15), progress=False
+    )
+    assert res.content_loss[-1] < res.content_loss[0] / 100
+    mse = float(np.mean((res.image - content) ** 2))
+    assert 10 * np.log10(1 / mse) > 25  # conv_1 features determine the image
+
+
+def test_texture_synthesis_and_adam(weights, style):
+    opts = nst.Options(optimizer="adam", steps=20, lr=0.05, style_layers=("conv_1", "relu2_1"))
+    res = nst.synthesize_texture(style, weights, shape=(24, 28), options=opts, progress=False)
+    assert res.image.shape == (24, 28, 3)
+    assert res.style_loss[-1] < res.style_loss[0] / 10
+    assert res.evaluations == 20
+    assert np.all(res.content_loss == 0)
+
+
+def test_original_colors_keep_content_chroma(weights, content, style):
+    res = nst.style_transfer(
+        content, style, weights, original_colors=True, options=nst.Options(steps=3), progress=False
+    )
+    yiq = lambda a: a @ nst._YIQ.T  # noqa: E731
+    inside = np.all((res.image > 0.01) & (res.image < 0.99), axis=-1)
+    np.testing.assert_allclose(
+        yiq(res.image)[inside][:, 1:], yiq(content)[inside][:, 1:], atol=2e-3
+    )
+
+
+def test_style_sizes_and_blend(weights, content, rng):
+    a = rng.uniform(0, 1, (20, 30, 3)).astype(np.float32)
+    out = nst.fit_style(a, (32, 40), fit="pad_crop")
+    assert out.shape == (32, 40, 3)
+    np.testing.assert_array_equal(out[6:26, 5:35], a)  # padded around, then centered
+    big = rng.uniform(0, 1, (50, 60, 3)).astype(np.float32)
+    np.testing.assert_array_equal(nst.fit_style(big, (32, 40), fit="pad_crop"), big[9:41, 10:50])
+    assert nst.fit_style(a, (64, 48), fit="scale").shape == (43, 64, 3)  # aspect kept
+    assert nst.fit_style(a, (64, 48), fit="stretch").shape == (64, 48, 3)
+    assert nst.fit_size((300, 400), 100) == (75, 100)
+    # the blended Gram target is the weighted mean of the styles' Grams
+    b = rng.uniform(0, 1, (24, 24, 3)).astype(np.float32)
+    opts = nst.Options(style_layers=("conv_2",))
+    _, _, _, t, _, _ = nst.build_problem(weights, content, [a, b], [3.0, 1.0], None, opts)
+    _, _, _, ta, _, _ = nst.build_problem(weights, content, [a], None, None, opts)
+    _, _, _, tb, _, _ = nst.build_problem(weights, content, [b], None, None, opts)
+    want = 0.75 * ta["style"]["conv_2"] + 0.25 * tb["style"]["conv_2"]
+    np.testing.assert_allclose(t["style"]["conv_2"], want, rtol=1e-5)
+    with pytest.raises(InputError, match="style_blend"):
+        nst.optimize(weights, content=content, styles=[a, b], style_blend=[1.0, -1.0])
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("steps", 0, "steps"),
+        ("style_weight", -1.0, "style_weight"),
+        ("content_weight", 0.0, "content_weight"),
+        ("content_layers", ("conv_99",), "conv_99"),
+        ("style_layers", ("relu9_1",), "relu9_1"),
+        ("optimizer", "sgd", "optimizer"),
+    ],
+)
+def test_bad_options_named(field, value, match):
+    with pytest.raises(InputError, match=match):
+        dataclasses.replace(nst.Options(), **{field: value}).validated()
+
+
+def _stylize(capsys, *args):
+    from imsyn.__main__ import main
+
+    rc = main(["stylize", *map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+def test_stylize_cli_writes_image_and_json(tmp_path, capsys, photo, monkeypatch):
+    monkeypatch.delenv("IMSYN_VGG19", raising=False)
+    c, s = tmp_path / "c.png", tmp_path / "s.jpg"
+    write_image(c, photo[::8, ::10])
+    write_image(s, nst.default_style(40))
+    out = tmp_path / "o.png"
+    rc, err = _stylize(
+        capsys, c, s, s, "--out", out, "--size", 32, "--steps", 3, "--snapshot-every", 2,
+        "--style-blend", 1, 2, "--quiet",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "random features" in err
+    meta = json.loads((tmp_path / "o.png.json").read_text())
+    assert meta["weights"] == "random"
+    assert len(meta["content_loss"]) == len(meta["style_loss"]) == 4
+    assert meta["options"]["steps"] == 3 and meta["style_blend"] == [1.0, 2.0]
+    assert meta["size"] == [32, 26]
+    assert (tmp_path / "o_snapshots" / "step_00002.png").exists()
+    from imsyn.image import read_image
+
+    assert read_image(out).shape == (32, 26, 3)
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--steps", "0"], "steps"),
+        (["--style-weight", "-5"], "style_weight"),
+        (["--content-layers", "conv_4,conv_99"], "conv_99"),
+        (["--weights", "missing.npz"], "missing.npz"),
+        (["--style-blend", "1", "2"], "style-blend"),
+    ],
+)
+def test_stylize_cli_bad_input_exit_2(tmp_path, capsys, photo, extra, match):
+    c = tmp_path / "c.png"
+    write_image(c, photo[::16, ::16])
+    out = tmp_path / "o.png"
+    rc, err = _stylize(capsys, c, c, "--out", out, "--steps", "2", *extra)
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and match in err, err
+    assert not out.exists() and not (tmp_path / "o.png.json").exists()
+
+
+def test_stylize_cli_unreadable_image_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "o.png"
+    rc, err = _stylize(capsys, bad, bad, "--out", out, "--steps", "2")
+    assert rc == 2 and "bad.png" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def _config(**kw):
+    sys.path.insert(0, str(ROOT))
+    from configs import nst as cfg_mod
+
+    c = cfg_mod.get_config("quick")
+    c.update(kw)
+    return c
+
+
+def test_config_validation_names_field():
+    with pytest.raises(ConfigError, match="config.bogus"):
+        nst.check_config({**_config().to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="config.mode"):
+        nst.check_config(_config(mode="paint"))
+    with pytest.raises(ConfigError, match="config.num_steps"):
+        nst.check_config(_config(num_steps=0))
+    with pytest.raises(ConfigError, match="config.style_layers"):
+        nst.check_config(_config(style_layers="conv_1,pool_9"))
+    assert [r for r, _ in nst.sweep_runs("init")] == ["init_content", "init_noise"]
+    assert len(nst.sweep_runs("all")) == 7 + 6 + 5 + 2
+
+
+def test_train_sweep_and_evaluate(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMSYN_VGG19", raising=False)
+    cfg = _config(size=32, num_steps=3, sample_every=2, sweep="init")
+    results = nst.train(cfg, tmp_path)
+    assert set(results) == {"init_content", "init_noise"}
+    page = (tmp_path / "sweep.html").read_text()
+    assert "init_noise/result.png" in page and "random" in page
+    run = tmp_path / "init_noise"
+    for name in ("config.json", "metrics.jsonl", "result.png", "result.json", "report.html"):
+        assert (run / name).exists(), name
+    assert (run / "plots" / "losses.png").exists()
+    assert (run / "samples" / "result_0000002.png").exists()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and "style_loss" in json.loads(lines[-1])
+    saved = json.loads((run / "eval" / "metrics.json").read_text())
+    m = nst.evaluate(_config(size=32, num_steps=3, init="noise"), run)
+    assert m["weights"] == "random"
+    assert abs(m["style_loss"] / saved["style_loss"] - 1) < 0.05  # 8-bit rounding only
