@@ -1,0 +1,480 @@
+"""GAN training steps: imsyn (JAX/Flax NNX) vs the same networks in plain PyTorch, on the CPU.
+
+Both sides run the same architecture with the same initial weights (copied from the NNX
+modules into ``torch.nn`` modules written here; the script checks that the generators
+agree), the same batch of real images (the course's cats from ``--data``, resized) and the
+same optimizer (Adam), and time whole training steps:
+
+* ``dcgan``: the DCGAN D step + G step (``imsyn.training.gan.DCGANTask.train_step``, the
+  training helper's models), 64 px, batch 16, ``conv_dim`` 32, instance norm, LSGAN.
+* ``cyclegan``: the full CycleGAN step (``imsyn.training.cyclegan.CycleGANStep.step``: both
+  generators forward once, both discriminators updated on real vs detached fakes, then both
+  generators updated against the updated discriminators with λ_cyc = 10), 64 px and 128 px at
+  batch 16 and 256 px at batch 1 (64-wide networks; 3/6/9 residual blocks; Patch
+  discriminator, the 70×70 one at 256 px).
+
+Steps/s are the median of ``--reps`` timed windows after a warm-up; JAX compile time is
+reported separately. ``ratio`` = JAX steps/s ÷ PyTorch steps/s (> 1: imsyn is faster).
+
+    python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
+    python benchmarks/gan_step.py --threads=1 --cpu-time     # fair on a loaded machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (kind, image size, batch, generator blocks, discriminator)
+CASES = {
+    "dcgan64": ("dcgan", 64, 16, 0, "dc"),
+    "cyclegan64": ("cyclegan", 64, 16, 3, "patch"),
+    "cyclegan128": ("cyclegan", 128, 16, 6, "patch"),
+    "cyclegan256": ("cyclegan", 256, 1, 9, "patch70"),
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_batch(data: Path, size: int, batch: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Two batches of real cat photos (domain A, domain B) in [-1, 1], NHWC float32."""
+    from PIL import Image
+
+    out = []
+    for folder in ("grumpifyAprocessed", "grumpifyBprocessed"):
+        d = data / "gan" / folder
+        files = sorted(d.glob("*.png"))
+        if not files:
+            sys.exit(f"gan_step.py: error: no PNGs in {d} (use --data)")
+        pick = rng.choice(len(files), batch, replace=len(files) < batch)
+        imgs = []
+        for i in pick:
+            with Image.open(files[i]) as im:
+                im = im.convert("RGB").resize((size, size), Image.BICUBIC)
+                imgs.append(np.asarray(im, np.float32) / 127.5 - 1.0)
+        out.append(np.stack(imgs))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- PyTorch mirrors
+
+
+def torch_modules():
+    """The PyTorch twins of imsyn's networks (same structure and parameter names)."""
+    import torch
+    from torch import nn
+
+    def norm(kind, c):
+        return nn.InstanceNorm2d(c, affine=True) if kind == "instance" else nn.Identity()
+
+    class UpConv(nn.Module):
+        def __init__(self, cin, cout, norm_kind, padding_mode="zeros"):
+            super().__init__()
+            self.conv = nn.Conv2d(
+                cin, cout, 3, padding=1, padding_mode=padding_mode, bias=norm_kind == "none"
+            )
+            self.norm = norm(norm_kind, cout)
+
+        def forward(self, x):
+            return self.norm(self.conv(nn.functional.interpolate(x, scale_factor=2.0)))
+
+    class ResnetBlock(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.convs = nn.ModuleList(
+                [
+                    nn.Conv2d(dim, dim, 3, padding=1, padding_mode="reflect", bias=False)
+                    for _ in range(2)
+                ]
+            )
+            self.norms = nn.ModuleList([norm("instance", dim) for _ in range(2)])
+
+        def forward(self, x):
+            h = torch.relu(self.norms[0](self.convs[0](x)))
+            return x + self.norms[1](self.convs[1](h))
+
+    class CycleGenerator(nn.Module):
+        def __init__(self, d, n_blocks):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, d, 4, 2, 1, bias=False)
+            self.norm1 = norm("instance", d)
+            self.conv2 = nn.Conv2d(d, 2 * d, 4, 2, 1, bias=False)
+            self.norm2 = norm("instance", 2 * d)
+            self.blocks = nn.ModuleList([ResnetBlock(2 * d) for _ in range(n_blocks)])
+            self.up1 = UpConv(2 * d, d, "instance", "reflect")
+            self.up2 = UpConv(d, 3, "none", "reflect")
+
+        def forward(self, x):
+            h = torch.relu(self.norm1(self.conv1(x)))
+            h = torch.relu(self.norm2(self.conv2(h)))
+            for b in self.blocks:
+                h = b(h)
+            return torch.tanh(self.up2(torch.relu(self.up1(h))))
+
+    class ConvStack(nn.Module):
+        def __init__(self, specs):
+            super().__init__()
+            n = len(specs)
+            self.convs = nn.ModuleList(
+                [
+                    nn.Conv2d(ci, co, 4, s, 1, bias=(i == 0 or i == n - 1))
+                    for i, (ci, co, s) in enumerate(specs)
+                ]
+            )
+            self.norms = nn.ModuleList(
+                [norm("instance" if 0 < i < n - 1 else "none", specs[i][1]) for i in range(n)]
+            )
+
+        def forward(self, x):
+            n = len(self.convs)
+            for i, (c, nm) in enumerate(zip(self.convs, self.norms, strict=True)):
+                x = nm(c(x))
+                if i < n - 1:
+                    x = nn.functional.leaky_relu(x, 0.2)
+            return x
+
+    class PatchDiscriminator(nn.Module):
+        def __init__(self, d, kind):
+            super().__init__()
+            if kind == "patch":
+                specs = [(3, d, 2), (d, 2 * d, 2), (2 * d, 4 * d, 2), (4 * d, 1, 2)]
+            else:
+                specs = [
+                    (3, d, 2),
+                    (d, 2 * d, 2),
+                    (2 * d, 4 * d, 2),
+                    (4 * d, 8 * d, 1),
+                    (8 * d, 1, 1),
+                ]
+            self.net = ConvStack(specs)
+
+        def forward(self, x):
+            return self.net(x)
+
+    class DCGenerator(nn.Module):
+        def __init__(self, conv_dim, z_dim=100):
+            super().__init__()
+            c = conv_dim * 8
+            self.stem = nn.ConvTranspose2d(z_dim, c, 4, bias=False)
+            self.stem_norm = norm("instance", c)
+            blocks = []
+            for w in (conv_dim * 4, conv_dim * 2, conv_dim):
+                blocks.append(UpConv(c, w, "instance"))
+                c = w
+            self.blocks = nn.ModuleList(blocks)
+            self.out = UpConv(c, 3, "none")
+
+        def forward(self, z):
+            x = torch.relu(self.stem_norm(self.stem(z[:, :, None, None])))
+            for b in self.blocks:
+                x = torch.relu(b(x))
+            return torch.tanh(self.out(x))
+
+    class DCDiscriminator(nn.Module):
+        def __init__(self, conv_dim):
+            super().__init__()
+            convs, norms, cin = [], [], 3
+            for i in range(4):
+                cout = conv_dim * 2**i
+                convs.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=i == 0))
+                norms.append(norm("none" if i == 0 else "instance", cout))
+                cin = cout
+            self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
+            self.head = nn.Conv2d(cin, 1, 4)
+
+        def forward(self, x):
+            for c, n in zip(self.convs, self.norms, strict=True):
+                x = nn.functional.leaky_relu(n(c(x)), 0.2)
+            return self.head(x).reshape(x.shape[0])
+
+    return CycleGenerator, PatchDiscriminator, DCGenerator, DCDiscriminator
+
+
+def copy_weights(nnx_module, torch_module) -> None:
+    """Copies an NNX module's parameters into its PyTorch twin (same attribute names)."""
+    import torch
+    from flax import nnx
+
+    params = {}
+    for path, v in nnx.to_flat_state(nnx.state(nnx_module, nnx.Param)):
+        params[".".join(str(p) for p in path)] = np.asarray(v.get_value())
+    sd = torch_module.state_dict()
+    for name, t in sd.items():
+        stem, leaf = name.rsplit(".", 1)
+        if leaf == "weight" and t.ndim == 4:
+            w = params.pop(f"{stem}.kernel")
+            # HWIO -> OIHW (Conv2d) or HWIO -> IOHW (ConvTranspose2d)
+            is_t = isinstance(torch_module.get_submodule(stem), torch.nn.ConvTranspose2d)
+            w = w.transpose(2, 3, 0, 1) if is_t else w.transpose(3, 2, 0, 1)
+        elif leaf == "weight":
+            w = params.pop(f"{stem}.scale")
+        elif leaf == "bias":
+            w = params.pop(f"{stem}.bias")
+        else:
+            continue
+        assert tuple(w.shape) == tuple(t.shape), (name, w.shape, t.shape)
+        sd[name] = torch.tensor(np.ascontiguousarray(w))
+    assert not params, f"parameters without a PyTorch twin: {sorted(params)[:3]}"
+    torch_module.load_state_dict(sd)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def jax_cyclegan(size, batch, n_blocks, disc, xa, xb):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from imsyn import models
+    from imsyn.training.cyclegan import CycleGANStep, StepConfig
+
+    r = nnx.Rngs(0)
+    gen = models.get("cycle_resnet")
+    dis = models.get({"patch": "patch_discriminator", "patch70": "patch70_discriminator"}[disc])
+    nets = [gen(conv_dim=64, n_blocks=n_blocks, rngs=r) for _ in range(2)]
+    nets += [dis(conv_dim=64, rngs=r) for _ in range(2)]
+    step = CycleGANStep(
+        *nets,
+        opt_g=optax.adam(2e-4, 0.5, 0.999),
+        opt_d=optax.adam(2e-4, 0.5, 0.999),
+        cfg=StepConfig(loss="lsgan", lambda_cycle=10.0),
+        pool_size=0,
+        image_shape=(size, size, 3),
+    )
+    state = step.init_state()
+    b = {"x": jnp.asarray(xa), "y": jnp.asarray(xb)}
+    fn = jax.jit(step.step, donate_argnums=0)
+    holder = {"state": state, "i": 0}
+
+    def run():
+        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
+        holder["i"] += 1
+        return m
+
+    def sync(m):
+        jax.block_until_ready(m)
+
+    return nets, run, sync
+
+
+def torch_cyclegan(nets, n_blocks, disc, xa, xb):
+    import torch
+
+    CycleGenerator, PatchDiscriminator, _, _ = torch_modules()
+    g_xy, g_yx = CycleGenerator(64, n_blocks), CycleGenerator(64, n_blocks)
+    d_x, d_y = PatchDiscriminator(64, disc), PatchDiscriminator(64, disc)
+    for src, dst in zip(nets, (g_xy, g_yx, d_x, d_y), strict=True):
+        copy_weights(src, dst)
+    opt_g = torch.optim.Adam([*g_xy.parameters(), *g_yx.parameters()], 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([*d_x.parameters(), *d_y.parameters()], 2e-4, betas=(0.5, 0.999))
+    x = torch.tensor(xa).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(xb).permute(0, 3, 1, 2).contiguous()
+    n = x.shape[0]
+
+    def d_loss(real_logits, fake_logits):
+        return 0.5 * ((real_logits - 1) ** 2).mean() + 0.5 * (fake_logits**2).mean()
+
+    def run():
+        fake_y, fake_x = g_xy(x), g_yx(y)
+        rec_x, rec_y = g_yx(fake_y), g_xy(fake_x)
+        # discriminators on real vs detached fakes (one batch each, as imsyn does)
+        opt_d.zero_grad(set_to_none=True)
+        ly = d_y(torch.cat([y, fake_y.detach()]))
+        lx = d_x(torch.cat([x, fake_x.detach()]))
+        ld = d_loss(ly[:n], ly[n:]) + d_loss(lx[:n], lx[n:])
+        ld.backward()
+        opt_d.step()
+        # generators against the updated discriminators (D grads discarded)
+        opt_g.zero_grad(set_to_none=True)
+        adv = 0.5 * ((d_y(fake_y) - 1) ** 2).mean() + 0.5 * ((d_x(fake_x) - 1) ** 2).mean()
+        cyc = (x - rec_x).abs().mean() + (y - rec_y).abs().mean()
+        lg = adv + 10.0 * cyc
+        lg.backward()
+        opt_g.step()
+        return lg
+
+    def check(jax_out: np.ndarray) -> float:
+        with torch.no_grad():
+            want = g_xy(x).permute(0, 2, 3, 1).numpy()
+        return float(np.abs(jax_out - want).max())
+
+    return run, (lambda m: None), check
+
+
+def jax_dcgan(size, batch, xa):
+    import jax
+    import jax.numpy as jnp
+
+    from imsyn.training.gan import DCGANTask
+
+    sys.path.insert(0, str(ROOT / "configs"))
+    import dcgan as dcgan_config
+
+    cfg = dcgan_config.get_config()
+    cfg.update(image_size=size, batch_size=batch, diffaug="")
+    task = DCGANTask()
+    state = task.init_state(cfg, jax.random.key(0))
+    from flax import nnx
+
+    g = nnx.merge(task._defs[0], state["g"])
+    d = nnx.merge(task._defs[1], state["d"])
+    fn = jax.jit(task.train_step, donate_argnums=0)
+    b = {"image": jnp.asarray(xa)}
+    holder = {"state": state, "i": 0}
+
+    def run():
+        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
+        holder["i"] += 1
+        return m
+
+    return (g, d, cfg.conv_dim), run, jax.block_until_ready
+
+
+def torch_dcgan(nets, xa):
+    import torch
+
+    _, _, DCGenerator, DCDiscriminator = torch_modules()
+    g_src, d_src, conv_dim = nets
+    g, d = DCGenerator(conv_dim), DCDiscriminator(conv_dim)
+    copy_weights(g_src, g)
+    copy_weights(d_src, d)
+    opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
+    real = torch.tensor(xa).permute(0, 3, 1, 2).contiguous()
+    n = real.shape[0]
+
+    def run():
+        with torch.no_grad():
+            fake = g(torch.randn(n, 100))
+        opt_d.zero_grad(set_to_none=True)
+        ld = 0.5 * ((d(real) - 1) ** 2).mean() + 0.5 * (d(fake) ** 2).mean()
+        ld.backward()
+        opt_d.step()
+        opt_g.zero_grad(set_to_none=True)
+        lg = 0.5 * ((d(g(torch.randn(n, 100))) - 1) ** 2).mean()
+        lg.backward()
+        opt_g.step()
+        return lg
+
+    return run, (lambda m: None)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_steps(run, sync, *, steps: int, reps: int, clock=time.perf_counter) -> float:
+    """Median steps/s over ``reps`` windows of ``steps`` steps (after 2 warm-up steps)."""
+    for _ in range(2):
+        sync(run())
+    rates = []
+    for _ in range(reps):
+        t = clock()
+        for _ in range(steps):
+            m = run()
+        sync(m)
+        rates.append(steps / (clock() - t))
+    return statistics.median(rates)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer steps, skip 256 px")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(CASES)}")
+    p.add_argument("--steps", type=int, default=None, help="steps per timed window")
+    p.add_argument("--reps", type=int, default=None, help="timed windows (median)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads for both frameworks (0 = their defaults: all cores)",
+    )
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with process CPU time instead of wall time (fair on a loaded machine "
+        "with --threads=1, where spinning thread pools distort wall time)",
+    )
+    args = p.parse_args(argv)
+    if args.threads:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()}"
+            + f" intra_op_parallelism_threads={args.threads}"
+        )
+
+    import jax
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+
+    from imsyn.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    data = Path(args.data)
+    names = [n for n in args.only.split(",") if n] or list(CASES)
+    bad = [n for n in names if n not in CASES]
+    if bad:
+        p.error(f"unknown case {bad[0]!r}; choose from {', '.join(CASES)}")
+    if args.quick and not args.only:
+        names = [n for n in names if n != "cyclegan256"]
+    steps = args.steps or (3 if args.quick else 8)
+    reps = args.reps or (2 if args.quick else 3)
+    print(
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; "
+        f"{reps} windows x {steps} steps, median, {'CPU' if args.cpu_time else 'wall'} time",
+        flush=True,
+    )
+    rows = []
+    rng = np.random.default_rng(0)
+    for name in names:
+        kind, size, batch, n_blocks, disc = CASES[name]
+        xa, xb = load_batch(data, size, batch, rng)
+        if kind == "cyclegan":
+            nets, jrun, jsync = jax_cyclegan(size, batch, n_blocks, disc, xa, xb)
+            trun, tsync, check = torch_cyclegan(nets, n_blocks, disc, xa, xb)
+            import jax.numpy as jnp
+
+            err = check(np.asarray(nets[0](jnp.asarray(xa))))
+            print(f"{name}: |G_jax - G_torch| max = {err:.2e} (same weights)", flush=True)
+        else:
+            nets, jrun, jsync = jax_dcgan(size, batch, xa)
+            trun, tsync = torch_dcgan(nets, xa)  # copies the weights before JAX donates them
+        t0 = time.perf_counter()
+        jsync(jrun())  # compile + first step
+        compile_s = time.perf_counter() - t0
+        j = time_steps(jrun, jsync, steps=steps, reps=reps, clock=clock)
+        t = time_steps(trun, tsync, steps=steps, reps=reps, clock=clock)
+        rows.append((name, size, batch, compile_s, 1e3 / j, 1e3 / t, j, t, j / t))
+        print(f"{name}: jax {1e3 / j:.0f} ms/step, torch {1e3 / t:.0f} ms/step", flush=True)
+
+    print()
+    print(
+        "| case | px | batch | JAX compile s | JAX ms/step | PyTorch ms/step | JAX steps/s "
+        "| PyTorch steps/s | ratio JAX/PyTorch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, size, batch, c, jm, tm, j, t, r in rows:
+        print(
+            f"| {name} | {size} | {batch} | {c:.1f} | {jm:.0f} | {tm:.0f} | {j:.2f} | {t:.2f} "
+            f"| {r:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""CycleGAN: shared layers (PyTorch parity), networks, the training step, pool, evaluation,
+configs and bad input."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from imsyn import models
+from imsyn.data import ArraySource
+from imsyn.errors import ConfigError
+from imsyn.experiments import main as experiments_main
+from imsyn.models import layers
+from imsyn.training import cyclegan as cg
+
+ROOT = Path(__file__).resolve().parents[1]
+# face-smiling: 11 train / 3 test emoji, renders in a moment
+_TINY = dict(
+    data_category="face-smiling",
+    image_size=16,
+    batch_size=2,
+    num_steps=3,
+    decay_start=1,
+    g_conv_dim=4,
+    d_conv_dim=4,
+    n_blocks=1,
+    log_every=1,
+    checkpoint_every=3,
+    sample_every=3,
+)
+
+
+def _config(preset=""):
+    spec = importlib.util.spec_from_file_location("cyclegan_config", ROOT / "configs/cyclegan.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(preset), mod
+
+
+def _tiny_config(**over):
+    c, _ = _config()
+    c.update({**_TINY, **over})
+    return c
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _torch_nchw(x):
+    import torch
+
+    return torch.tensor(np.asarray(x)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("kernel,stride,pad", [(3, 1, 1), (4, 2, 1), (3, 1, 2), (3, 3, 1)])
+def test_conv2d_matches_pytorch(mode, kernel, stride, pad, rng):
+    import torch
+
+    x = rng.standard_normal((2, 11, 10, 3)).astype(np.float32)
+    conv = layers.Conv2d(
+        3, 5, kernel, stride=stride, padding=pad, padding_mode=mode, rngs=nnx.Rngs(0)
+    )
+    ref = torch.nn.Conv2d(3, 5, kernel, stride=stride, padding=pad, padding_mode=mode)
+    ref.weight.data = torch.tensor(np.asarray(conv.kernel[...]).transpose(3, 2, 0, 1))
+    ref.bias.data = torch.tensor(np.asarray(conv.bias[...]))
+    want = ref(_torch_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+    np.testing.assert_allclose(np.asarray(conv(jnp.asarray(x))), want, atol=1e-5)
+    # PyTorch's default init: every weight within 1/sqrt(fan_in).
+    assert np.abs(np.asarray(conv.kernel[...])).max() <= 1 / np.sqrt(3 * kernel * kernel)
+
+
+def test_conv_transpose_and_instance_norm_match_pytorch(rng):
+    import torch
+
+    x = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    up = layers.ConvTranspose2d(3, 4, 4, stride=2, padding=1, rngs=nnx.Rngs(0))
+    ref = torch.nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1)
+    ref.weight.data = torch.tensor(np.asarray(up.kernel[...]).transpose(2, 3, 0, 1))
+    ref.bias.data = torch.tensor(np.asarray(up.bias[...]))
+    want = ref(_torch_nchw(x)).permute(0, 2, 3, 1).detach().numpy()
+    np.testing.assert_allclose(np.asarray(up(jnp.asarray(x))), want, atol=1e-5)
+
+    norm = layers.InstanceNorm(3, rngs=nnx.Rngs(0))
+    want = torch.nn.InstanceNorm2d(3)(_torch_nchw(x * 3 + 1)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x * 3 + 1))), want, atol=1e-5)
+
+
+def test_spectral_norm_converges_to_unit_norm(rng):
+    conv = layers.Conv2d(3, 6, 3, spectral_norm=True, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rng.standard_normal((1, 8, 8, 3)), jnp.float32)
+    for _ in range(30):
+        conv(x)  # power iteration advances in training mode
+    w = np.asarray(conv._kernel()).reshape(-1, 6)
+    assert np.linalg.svd(w, compute_uv=False)[0] == pytest.approx(1.0, abs=1e-3)
+    conv.eval()
+    u = np.asarray(conv.sn_u[...])
+    conv(x)
+    np.testing.assert_array_equal(np.asarray(conv.sn_u[...]), u)  # frozen in eval mode
+
+
+def test_upconv_and_make_norm():
+    up = layers.UpConv(3, 4, rngs=nnx.Rngs(0))
+    assert up(jnp.zeros((1, 5, 7, 3))).shape == (1, 10, 14, 4)
+    x = jnp.arange(4.0).reshape(1, 2, 2, 1)
+    np.testing.assert_array_equal(
+        np.asarray(layers.upsample_nearest(x, 2))[0, :, :, 0],
+        [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]],
+    )
+    assert isinstance(layers.make_norm("none", 3, rngs=nnx.Rngs(0)), layers.Identity)
+    with pytest.raises(ValueError, match="norm"):
+        layers.make_norm("group", 3, rngs=nnx.Rngs(0))
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def test_network_shapes_and_registry():
+    r = nnx.Rngs(0)
+    g = models.get("cycle_resnet")(conv_dim=8, n_blocks=2, rngs=r)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+    y = g(x)
+    assert y.shape == (2, 32, 32, 3)
+    assert float(jnp.abs(y).max()) < 1.0  # tanh
+    assert models.get("patch_discriminator")(conv_dim=8, rngs=r)(
+        jnp.zeros((2, 64, 64, 3))
+    ).shape == (2, 4, 4, 1)  # the course's 4x4 patch output at 64 px
+    assert models.get("patch70_discriminator")(conv_dim=8, rngs=r)(
+        jnp.zeros((1, 64, 64, 3))
+    ).shape == (1, 6, 6, 1)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        g(jnp.zeros((1, 30, 30, 3)))
+
+
+# --------------------------------------------------------------------------- step
+
+
+def _step(size=16, **cfg):
+    r = nnx.Rngs(0)
+    gen = dict(conv_dim=4, n_blocks=1)
+    return cg.CycleGANStep(
+        models.get("cycle_resnet")(**gen, rngs=r),
+        models.get("cycle_resnet")(**gen, rngs=r),
+        models.get("patch_discriminator")(conv_dim=4, rngs=r),
+        models.get("patch_discriminator")(conv_dim=4, rngs=r),
+        opt_g=optax.adam(1e-3, 0.5),
+        opt_d=optax.adam(1e-3, 0.5),
+        cfg=cg.StepConfig(**cfg),
+        pool_size=0,
+        image_shape=(size, size, 3),
+    )
+
+
+def _batch(rng, n=2, size=16):
+    """Smooth random images (4x4 blocks) in [-1, 1]: learnable by a tiny generator."""
+
+    def smooth():
+        blocks = rng.uniform(-1, 1, (n, size // 4, size // 4, 3))
+        return jnp.asarray(blocks.repeat(4, axis=1).repeat(4, axis=2), jnp.float32)
+
+    return {"x": smooth(), "y": smooth()}
+
+
+def test_step_compiles_once_and_losses_decrease(rng):
+    step = _step(lambda_identity=0.5)
+    state = step.init_state()
+    batch = _batch(rng)
+    fn = jax.jit(chex.assert_max_traces(step.step, n=1), donate_argnums=0)
+    history = []
+    for i in range(30):
+        state, m = fn(state, batch, jax.random.key(i))
+        history.append({k: float(v) for k, v in m.items()})
+    assert set(history[0]) >= {
+        "d_loss",
+        "g_loss",
+        "d_x",
+        "d_y",
+        "g_adv_x",
+        "g_adv_y",
+        "cycle",
+        "identity",
+    }
+    assert all(np.isfinite(v) for h in history for v in h.values())
+    # overfitting one batch: the reconstruction terms and the D loss go down
+    assert history[-1]["cycle"] < 0.8 * history[0]["cycle"]
+    assert history[-1]["identity"] < 0.9 * history[0]["identity"]
+    assert history[-1]["d_loss"] < history[0]["d_loss"]
+
+
+def test_cycle_weight_zero_really_disables_the_cycle_loss(rng):
+    """With λ_cyc = 0 (and no identity loss) G's update cannot depend on F's weights."""
+    batch = _batch(rng)
+
+    def g_xy_after_step(lam):
+        """G's parameters after one step, from F as initialised and from a perturbed F."""
+        step = _step(lambda_cycle=lam)
+        fn = jax.jit(step.step)
+        out = []
+        for perturb in (False, True):
+            state = step.init_state()
+            if perturb:
+                state["g_yx"]["params"] = jax.tree.map(
+                    lambda a: a * 1.5 + 0.1, state["g_yx"]["params"]
+                )
+            new, m = fn(state, batch, jax.random.key(0))
+            out.append(new["g_xy"]["params"])
+        return out, m
+
+    (a, b), m0 = g_xy_after_step(0.0)
+    assert "cycle" not in m0
+    chex.assert_trees_all_close(a, b)
+    (a, b), m1 = g_xy_after_step(10.0)
+    assert "cycle" in m1
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    assert not all(np.allclose(u, v) for u, v in leaves)
+
+
+def test_image_pool():
+    pool = jnp.zeros((3, 2, 2, 1))
+    fakes = jnp.arange(1.0, 3.0)[:, None, None, None] * jnp.ones((2, 2, 2, 1))
+    out, pool, n = cg.pool_query(pool, jnp.int32(0), fakes, jax.random.key(0))
+    np.testing.assert_array_equal(out, fakes)  # not full: returns the new images
+    assert int(n) == 2
+    np.testing.assert_array_equal(pool[:2], fakes)
+    seen = set()
+    for i in range(20):
+        new = jnp.full((2, 2, 2, 1), 10.0 + i)
+        out, pool, n = cg.pool_query(pool, n, new, jax.random.key(i + 1))
+        assert int(n) == 3
+        stored = {float(v) for v in pool[:, 0, 0, 0]}
+        for o in np.asarray(out)[:, 0, 0, 0]:
+            seen.add(float(o) == 10.0 + i)
+            assert float(o) == 10.0 + i or float(o) < 10.0 + i  # new or an older image
+        assert 10.0 + i in stored or all(float(o) == 10.0 + i for o in out[:, 0, 0, 0])
+    assert seen == {True, False}  # both branches of the coin are taken
+    # size 0: pass-through
+    empty = jnp.zeros((0, 2, 2, 1))
+    out, p, n = cg.pool_query(empty, jnp.int32(0), fakes, jax.random.key(0))
+    np.testing.assert_array_equal(out, fakes)
+
+
+# --------------------------------------------------------------------------- evaluation math
+
+
+def test_paired_metrics_and_colour_transfer_known_answers(rng):
+    a = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    m = cg.paired_metrics(a, a)
+    assert m["l1"] == 0.0 and m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0, abs=1e-5)
+    b = np.clip(a + 0.1, 0, 1)
+    assert cg.paired_metrics(a, b)["l1"] == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
+
+    st = cg.channel_stats(a)
+    np.testing.assert_allclose(st.mean, a.reshape(-1, 3).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(st.std, a.reshape(-1, 3).std(0), rtol=1e-5)
+    np.testing.assert_allclose(cg.color_transfer(a, st, st), a, atol=1e-6)  # same stats: id
+    # mid-grey low-contrast images mapped onto other stats hit those stats exactly
+    src = (0.5 + 0.05 * rng.standard_normal((4, 16, 16, 3))).astype(np.float32)
+    dst = cg.ChannelStats(np.array([0.3, 0.5, 0.7]), np.array([0.05, 0.1, 0.02]))
+    out = cg.color_transfer(src, cg.channel_stats(src), dst)
+    got = cg.channel_stats(out)
+    np.testing.assert_allclose(got.mean, dst.mean, atol=1e-5)
+    np.testing.assert_allclose(got.std, dst.std, atol=1e-4)
+
+
+def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeypatch):
+    config = _tiny_config(image_size=16)
+    task = cg.CycleGANTask()
+    task.validate(config)
+
+    def identity(state, images, *, direction, batch=64):
+        f = images.astype(np.float32) / 255.0
+        return f, f
+
+    monkeypatch.setattr(task, "translate", identity)
+    m = task.evaluate(None, config, tmp_path)
+    for d in ("x2y", "y2x"):
+        for k in ("l1", "psnr", "ssim"):
+            assert m[d][k] == pytest.approx(m[d]["baseline_identity"][k], rel=1e-6)
+        assert m[d]["cycle_l1"] == 0.0
+        assert set(m[d]["baseline_color"]) == {"l1", "psnr", "ssim"}
+    # the two directions compare the same pairs
+    assert m["x2y"]["baseline_identity"]["l1"] == pytest.approx(m["y2x"]["baseline_identity"]["l1"])
+    assert m["paired"] is True and m["cycle_l1"] == 0.0
+    assert m["x2y_l1"] == m["x2y"]["l1"] and m["y2x_ssim"] == m["y2x"]["ssim"]
+    assert (tmp_path / "eval" / "x2y.png").is_file() and (tmp_path / "eval" / "y2x.png").is_file()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _run(mode, config, workdir, capsys, monkeypatch):
+    """Runs train.py / eval.py in-process; returns (exit status, stderr)."""
+    argv = [f"{mode}.py", f"--config={ROOT / 'configs/cyclegan.py'}", f"--workdir={workdir}"]
+    argv += [f"--config.{k}={v}" for k, v in config.items()]
+    monkeypatch.setattr("sys.argv", argv)  # ml_collections finds --config.x overrides there
+    rc = experiments_main(argv, mode)
+    return rc, capsys.readouterr().err
+
+
+def test_train_then_eval_writes_paired_metrics_and_report(tmp_path, capsys, monkeypatch):
+    wd = tmp_path / "run"
+    rc, err = _run("train", _TINY, wd, capsys, monkeypatch)
+    assert rc == 0, err
+    m = json.loads((wd / "eval" / "metrics.json").read_text())
+    for d in ("x2y", "y2x"):
+        assert {"l1", "psnr", "ssim", "baseline_identity", "baseline_color"} <= set(m[d])
+    assert m["step"] == 3 and np.isfinite(m["cycle_l1"])
+    report = (wd / "report.html").read_text()
+    assert "Paired translation metrics" in report and "eval/x2y.png" in report
+    assert (wd / "samples" / "x2y_latest.png").is_file()
+    (wd / "eval" / "metrics.json").unlink()
+    rc, err = _run("eval", _TINY, wd, capsys, monkeypatch)
+    assert rc == 0, err
+    assert json.loads((wd / "eval" / "metrics.json").read_text())["x2y"] == m["x2y"]
+
+
+@pytest.mark.parametrize(
+    "over,needle",
+    [
+        ({"discriminator": "resnet"}, "config.discriminator"),
+        ({"lambda_cycle": -1.0}, "config.lambda_cycle"),
+        ({"image_size": 24}, "config.image_size"),
+        ({"batch_size": 4}, "fewer than one batch"),  # 3 test emoji in face-smiling
+        ({"batch_size": 10**6, "image_size": 64}, "--config.batch_size="),
+        ({"diffaug": "colour"}, "DiffAugment"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(
+    tmp_path, capsys, monkeypatch, over, needle
+):
+    wd = tmp_path / "run"
+    rc, err = _run("train", {**_TINY, **over}, wd, capsys, monkeypatch)
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not wd.exists()
+
+
+def test_empty_domain_is_refused(tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wd = tmp_path / "run"
+    rc, err = _run("train", {**_TINY, "data_y": f"folder:{empty}"}, wd, capsys, monkeypatch)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "empty" in err, err
+    assert not wd.exists()
+
+
+def test_domains_of_different_shapes_are_refused():
+    def src(n, size, c=3):
+        return ArraySource(
+            np.zeros((n, size, size, c), np.uint8), [str(i) for i in range(n)], f"test{size}x{c}"
+        )
+
+    ok = {
+        ("x", "train"): src(4, 16),
+        ("x", "test"): src(2, 16),
+        ("y", "train"): src(4, 16),
+        ("y", "test"): src(2, 16),
+    }
+    cg.check_domains(ok, batch_size=2)
+    with pytest.raises(ConfigError, match="different shapes"):
+        cg.check_domains({**ok, ("y", "train"): src(4, 32)}, batch_size=2)
+    with pytest.raises(ConfigError, match="different shapes"):
+        cg.check_domains({**ok, ("y", "train"): src(4, 16, 4)}, batch_size=2)
+    with pytest.raises(ConfigError, match="empty"):
+        cg.check_domains({**ok, ("x", "train"): src(0, 16)}, batch_size=2)
+
+
+def test_presets_and_sweep_validate():
+    task = cg.CycleGANTask()
+    for preset in ("", "full"):
+        config, mod = _config(preset)
+        config.memory_check = False
+        config.data_category = "face-smiling"  # keep the source check cheap
+        config.batch_size = 2
+        config.image_size = 32 if preset == "" else 64
+        task.validate(config)
+    _, mod = _config()
+    names = [n for n, _ in mod.get_sweep("ablations")]
+    assert {"no_cycle", "dc_discriminator", "no_diffaug"} <= set(names)
+    for _, over in mod.get_sweep("ablations"):
+        config, _ = _config()
+        config.update(over)
+        config.update(data_category="face-smiling", batch_size=2)
+        task.validate(config)
+    cats, _ = _config("cats")
+    assert cats.data.endswith("grumpifyAprocessed") and cats.data_y.endswith("grumpifyBprocessed")
+    h2z, _ = _config("horse2zebra")
+    assert (h2z.image_size, h2z.n_blocks, h2z.discriminator) == (256, 9, "patch70")
+    assert cg.estimate_step_bytes(h2z) > cg.estimate_step_bytes(_config()[0])
