@@ -121,7 +121,7 @@ def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
         parts.append('<h2>Losses (smoothed)</h2><img src="losses.png" alt="losses">')
     figs = []
     for n in names:
-        for rel in ("eval/samples.png", "samples/samples_latest.png"):
+        for rel in ("eval/samples.png", "eval/x2y.png", "samples/samples_latest.png"):
             if (workdir / n / rel).exists():
                 src = html.escape(f"{n}/{rel}")
                 figs.append(
