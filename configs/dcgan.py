@@ -12,6 +12,9 @@ Presets (``--config=configs/dcgan.py:<preset>``):
   ``eval/samples.png``; KID ≈ 0.01 and FID ≈ 5 on the random_conv_v1 features
   (measured: 0.013 / 4.7; untrained: KID ≈ 1). D's least-squares loss falls to
   ~0.05-0.15, G's stays ~0.3-0.5.
+* ``style``: like ``quick`` but with the style-based generator
+  (``imsyn/models/stylegan.py``: mapping net z -> w, modulated convs), Adam(2e-3, 0, 0.99);
+  its runs give ``configs/editing.py`` the latent spaces z, w and w+.
 * ``grumpy``: the course's settings — batch 16, 500 epochs of the 204 grumpy-cat
   images (12 full batches per epoch → 6000 steps), 64 px, least squares,
   instance norm, Adam(2e-4, 0.5, 0.999)::
@@ -37,7 +40,7 @@ Every field is checked before any compute; unknown fields are refused.
 
 import ml_collections
 
-PRESETS = ("", "quick", "grumpy")
+PRESETS = ("", "quick", "grumpy", "style")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,6 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment = "basic"
     c.diffaug = ""
     # model
+    c.generator = "dcgan_generator"  # or "style_generator" (z, w, w+ for configs/editing.py)
     c.conv_dim = 32
     c.norm = "instance"
     c.spectral_norm = False
@@ -83,6 +87,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.image_size = 32
         c.conv_dim = 16
         c.num_steps = 1500
+        c.log_every = 25
+        c.checkpoint_every = 250
+        c.sample_every = 250
+        c.eval_samples = 256
+    elif arg == "style":
+        c.name = "dcgan_style"
+        c.generator = "style_generator"
+        c.data_category = "faces"
+        c.image_size = 32
+        c.conv_dim = 16
+        c.num_steps = 1500
+        c.lr = 2e-3  # equalized learning rate (StyleGAN2 settings)
+        c.beta1 = 0.0
+        c.beta2 = 0.99
         c.log_every = 25
         c.checkpoint_every = 250
         c.sample_every = 250

@@ -36,7 +36,9 @@ from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
 from imsyn.models.layers import NORMS
 from imsyn.training import loop
 
+GENERATORS = ("dcgan_generator", "style_generator")
 DCGAN_FIELDS = (
+    "generator",
     "data_category",
     "conv_dim",
     "norm",
@@ -68,6 +70,10 @@ class DCGANTask:
         if config.loss not in losses.GAN_LOSSES:
             raise ConfigError(
                 f"config.loss must be one of {losses.GAN_LOSSES}, got {config.loss!r}"
+            )
+        if config.get("generator", "dcgan_generator") not in GENERATORS:
+            raise ConfigError(
+                f"config.generator must be one of {GENERATORS}, got {config.generator!r}"
             )
         if config.norm not in NORMS:
             raise ConfigError(f"config.norm must be one of {NORMS}, got {config.norm!r}")
@@ -128,16 +134,22 @@ class DCGANTask:
             "norm": config.norm,
             "spectral_norm": config.spectral_norm,
             "z_dim": Z_DIM,
-        }
+        } | (
+            {"generator": config.generator}
+            if config.get("generator", "dcgan_generator") != "dcgan_generator"
+            else {}
+        )
 
     # ----------------------------------------------------------------- state
     def _models(self, config, key):
         kg, kd = jax.random.split(key)
-        g = models.get("dcgan_generator")(
+        name = config.get("generator", "dcgan_generator")
+        kwargs = {"norm": config.norm} if name == "dcgan_generator" else {}
+        g = models.get(name)(
             image_size=config.image_size,
             conv_dim=config.conv_dim,
-            norm=config.norm,
             rngs=nnx.Rngs(params=kg),
+            **kwargs,
         )
         d = models.get("dc_discriminator")(
             image_size=config.image_size,

@@ -1,0 +1,322 @@
+"""A5 GAN editing: style generator, projection (z / w / w+), interpolation, draw, entry points.
+
+Known answers use images the generator made itself from known latents, so a
+perfect projection exists. All generators are tiny random-init networks.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from imsyn import editing, models
+from imsyn.errors import ConfigError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 10  # steps per compiled chunk in every projection here (one program per shape)
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return models.get("style_generator")(
+        image_size=16, conv_dim=8, z_dim=16, w_dim=16, mapping_layers=2, rngs=nnx.Rngs(0)
+    )
+
+
+@pytest.fixture(scope="module")
+def truth(gen):
+    """Two images generated from known latents: (z [2, 16], w [2, 16], images [2, 16, 16, 3])."""
+    s = editing.sample(gen, n=2, key=jax.random.key(3), space="z")
+    return s.latents, gen.mapping(s.latents), s.images
+
+
+def _project(gen, targets, space, steps, **kw):
+    kw.setdefault("pixel", "l2")
+    return editing.project(gen, targets, space=space, steps=steps, chunk=STEPS, **kw)
+
+
+@pytest.fixture(scope="module")
+def projections(gen, truth):
+    return {s: _project(gen, truth[2], s, 100) for s in editing.SPACES}
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+@nnx.jit
+def _views(g, z, w):
+    wp = g.broadcast(w)
+    return g(z), g.synthesis(wp), g.mapping(3.0 * z), g.synthesis(wp.at[:, -1].add(1.0))
+
+
+def test_style_generator_latent_spaces_agree(gen, truth):
+    z, w, x = truth
+    assert x.shape == (2, 16, 16, 3) and float(jnp.abs(x).max()) <= 1.0
+    assert gen.num_ws == 6  # conv at 4 px, 2 convs at 8 and 16 px, and the last ToRGB
+    from_z, from_w, w_scaled, last_row = _views(gen, z, w)
+    np.testing.assert_allclose(from_z, x, atol=1e-5)
+    np.testing.assert_allclose(from_w, x, atol=1e-5)
+    np.testing.assert_allclose(w_scaled, w, atol=1e-5)  # pixel norm: z only up to its scale
+    assert float(jnp.abs(last_row - x).max()) > 1e-3  # w+ rows act on their own layers
+    mw = editing.mean_latent(gen, space="w", key=jax.random.key(0), n=4096)
+    ref = jnp.mean(gen.mapping(jax.random.normal(jax.random.key(0), (4096, 16))), axis=0)
+    np.testing.assert_allclose(mw, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="ws must be"):
+        gen.synthesis(w)
+
+
+# ----------------------------------------------------------------------------- projection
+
+
+@pytest.mark.parametrize("space", ["z", "w", "w+"])
+def test_projection_recovers_generated_image(gen, truth, projections, space):
+    z, w, x = truth
+    p = projections[space]
+    assert p.space == space and p.losses.shape == (2, 101)
+    assert float(p.losses[:, -1].max()) < 0.05 * float(p.losses[:, 0].min())
+    # image error (mean |.| on [0, 1])
+    assert float(p.error.max()) < {"z": 0.01, "w": 1e-4, "w+": 0.01}[space]
+    np.testing.assert_allclose(
+        editing.as_frames(p.images),
+        editing.as_frames(x),
+        atol={"z": 0.1, "w": 1e-3, "w+": 0.1}[space],
+    )
+    if space == "w":  # w is identifiable: recovered itself
+        np.testing.assert_allclose(p.latents, w, atol=1e-3)
+    if space == "z":  # z only up to the generator's invariances: its w is recovered
+        rel = jnp.linalg.norm(gen.mapping(p.latents) - w, axis=-1) / jnp.linalg.norm(w, axis=-1)
+        assert float(rel.max()) < 0.05
+
+
+def test_batched_projection_equals_one_by_one(gen, truth):
+    x = truth[2]
+    batch = _project(gen, x, "w+", STEPS)
+    ones = [_project(gen, x[i : i + 1], "w+", STEPS) for i in range(2)]
+    np.testing.assert_allclose(
+        np.concatenate([o.latents for o in ones]), batch.latents, atol=1e-4, rtol=1e-4
+    )
+    np.testing.assert_allclose(np.concatenate([o.losses for o in ones]), batch.losses, rtol=1e-4)
+    # Examples never interact: the partner does not change a result, bit for bit.
+    other = _project(gen, jnp.stack([x[0], x[0] * 0.5]), "w+", STEPS)
+    np.testing.assert_array_equal(other.latents[0], batch.latents[0])
+
+
+def test_projection_compiles_once_per_shape(gen, truth, projections):
+    """Chunks and later calls of the same shapes reuse the compiled program."""
+    before = editing._run_chunk._cache_size()
+    p = _project(gen, truth[2], "w", 3 * STEPS, latent_reg=0.5, key=jax.random.key(7))
+    assert editing._run_chunk._cache_size() == before
+    assert p.losses.shape == (2, 3 * STEPS + 1)
+
+
+# ----------------------------------------------------------------------------- interpolate, draw
+
+
+def test_interpolation_endpoints_are_the_projections(gen, projections):
+    p = projections["w+"]
+    frames = editing.interpolate(p.latents[0], p.latents[1], num_frames=5)
+    assert frames.shape == (5, *p.latents.shape[1:])
+    np.testing.assert_array_equal(frames[0], p.latents[0])
+    np.testing.assert_array_equal(frames[-1], p.latents[1])
+    imgs = editing.render_frames(gen, frames, space="w+")
+    np.testing.assert_allclose(imgs[0], editing.as_frames(p.images[0]), atol=1e-5)
+    np.testing.assert_allclose(imgs[-1], editing.as_frames(p.images[1]), atol=1e-5)
+    np.testing.assert_allclose(frames[2], 0.5 * (p.latents[0] + p.latents[1]), atol=1e-6)
+    z = projections["z"].latents
+    sl = editing.interpolate(z[0], z[1], num_frames=5, method="slerp")
+    np.testing.assert_array_equal(sl[-1], z[1])
+    na, nb = float(jnp.linalg.norm(z[0])), float(jnp.linalg.norm(z[1]))
+    norms = jnp.linalg.norm(sl, axis=-1)  # on the great circle: norms between the ends' norms
+    assert float(norms.min()) > 0.9 * min(na, nb) and float(norms.max()) < 1.1 * max(na, nb)
+
+
+def test_draw_follows_sketch_inside_mask(gen, truth):
+    x = truth[2][:1]
+    mask = np.zeros((1, 16, 16), np.float32)
+    mask[:, 4:12, 2:9] = 1.0  # a scribbled region of a real sample
+    mean = editing.mean_latent(gen, space="w+", key=jax.random.key(0))
+    start = editing.render_frames(gen, mean[None], space="w+")
+    m = mask[..., None]
+    err0 = float(np.sum(np.abs(start - editing.as_frames(x)) * m) / (3 * m.sum()))
+    d = editing.draw(gen, x, mask, space="w+", steps=5 * STEPS, chunk=STEPS, pixel="l2")
+    assert float(d.error[0]) < 0.2 * err0, (float(d.error[0]), err0)
+    # The objective only looks inside the mask: an image differing outside it is no worse.
+    y = x.at[:, :, 10:].set(-x[:, :, 10:])
+    d2 = editing.draw(gen, y, mask, space="w+", steps=5 * STEPS, chunk=STEPS, pixel="l2")
+    np.testing.assert_allclose(d2.latents, d.latents, atol=1e-5)
+
+
+def test_library_bad_inputs(gen, truth):
+    x = truth[2]
+    with pytest.raises(InputError, match="makes 16x16"):
+        editing.project(gen, jnp.zeros((1, 8, 8, 3)), space="w")
+    with pytest.raises(InputError, match="empty"):
+        editing.draw(gen, x[:1], np.zeros((16, 16)), space="w")
+    with pytest.raises(InputError, match="differ in size"):
+        editing.draw(gen, x[:1], np.ones((8, 8)), space="w")
+    with pytest.raises(ConfigError, match="latent space"):
+        editing.project(gen, x, space="w++")
+    with pytest.raises(ConfigError, match="steps"):
+        editing.project(gen, x, space="w", steps=0)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+@pytest.fixture(scope="module")
+def dcgan_run(tmp_path_factory):
+    """A DCGAN run directory as train.py leaves it: config.json + an orbax checkpoint."""
+    import ml_collections
+
+    from imsyn.image import write_json
+    from imsyn.training.checkpoint import Checkpoints
+    from imsyn.training.gan import DCGANTask
+
+    spec = {
+        "task": "dcgan", "name": "tiny", "seed": 0, "data": "emoji:twemoji", "image_size": 32,
+        "num_steps": 10, "batch_size": 4, "augment": "none", "diffaug": "", "conv_dim": 2,
+        "norm": "instance", "spectral_norm": False, "loss": "lsgan", "lr": 2e-4, "beta1": 0.5,
+        "beta2": 0.999, "lr_schedule": "constant", "decay_start": 0, "log_every": 5,
+        "checkpoint_every": 5, "keep_checkpoints": 1, "sample_every": 5,
+        "num_sample_images": 4, "eval_samples": 4, "features": "random_conv_v1",
+        "features_path": "",
+    }  # fmt: skip
+    cfg = ml_collections.ConfigDict(spec)
+    wd = tmp_path_factory.mktemp("dcgan_run")
+    task = DCGANTask()
+    state = task.init_state(cfg, jax.random.key(0))
+    write_json(wd / "config.json", cfg.to_dict())
+    ck = Checkpoints(wd / "checkpoints")
+    ck.save(5, state, {"step": 5, "data": None, "arch": task.arch(cfg)})
+    ck.close()
+    return wd
+
+
+def _edit_config(mode, run, **over):
+    c = editing.default_config(mode)
+    c.generator_workdir = str(run)
+    c.update(over)
+    return c
+
+
+def test_train_draw_and_evaluate_on_a_dcgan_run(dcgan_run, tmp_path):
+    """The experiment end to end: restore a DCGAN checkpoint, draw with Adam + the perceptual
+    loss (random VGG-19 features), write outputs, then eval re-renders the same numbers."""
+    cfg = _edit_config("draw", dcgan_run, steps=STEPS, optimizer="adam", lr=0.1,
+                       perceptual_layers="conv1_2")  # fmt: skip
+    out = tmp_path / "draw"
+    m = editing.train(cfg, out)
+    assert m["generator"] == "dcgan_generator" and m["generator_step"] == 5
+    assert m["perceptual_features"] == "random" and "features_note" in m
+    assert m["z/error_inside_mask"] < m["z/start_error_inside_mask"]
+    for f in ("config.json", "latents.npz", "eval/draw_z.png", "eval/metrics.json",
+              "plots/losses.png", "report.html"):  # fmt: skip
+        assert (out / f).is_file(), f
+    assert json.loads((out / "eval" / "metrics.json").read_text()) == m
+    again = editing.evaluate(cfg, out)  # re-renders the saved latents
+    assert again == m
+
+
+def test_cli_interpolate_writes_gif_and_strip(dcgan_run, tmp_path, capsys):
+    from PIL import Image
+
+    from imsyn.__main__ import main
+    from imsyn.image import write_image
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(2):
+        f = tmp_path / f"in{i}.png"
+        write_image(f, rng.random((40, 48, 3)).astype(np.float32))  # resized to 32 px
+        files.append(str(f))
+    out = tmp_path / "lerp"
+    rc = main(["edit", "interpolate", "--generator-workdir", str(dcgan_run), *files,
+               "--out", str(out), "--steps", str(STEPS), "--optimizer", "adam",
+               "--perceptual-weight", "0", "--frames", "4"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    with Image.open(out / "eval" / "interpolation_z.gif") as im:
+        assert im.n_frames == 2 * 4 - 2 and im.size == (32, 32)
+    strip = np.asarray(Image.open(out / "eval" / "interpolation_z.png"))
+    assert strip.shape[1] == 6 * 34 + 2  # target, 4 frames, target
+    m = json.loads((out / "eval" / "metrics.json").read_text())
+    assert m["z/interpolation"] == "slerp" and m["num_images"] == 2
+
+
+def _write_png(path, arr):
+    from imsyn.image import write_image
+
+    write_image(path, np.asarray(arr, np.float32))
+    return str(path)
+
+
+def test_cli_bad_inputs_one_line_exit_2_no_output(dcgan_run, tmp_path, capsys):
+    from imsyn.__main__ import main
+
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    (empty / "config.json").write_text('{"task": "dcgan"}')
+    sk32 = _write_png(tmp_path / "sk32.png", np.full((32, 32, 3), 0.5))
+    sk33 = _write_png(tmp_path / "sk33.png", np.full((33, 33, 4), 0.5))
+    m31 = _write_png(tmp_path / "m31.png", np.ones((31, 31)))
+    m0 = _write_png(tmp_path / "m0.png", np.zeros((32, 32)))
+    run = str(dcgan_run)
+    cases = [
+        (["project", "--generator-workdir", str(empty)], "no checkpoint"),
+        (["project", "--generator-workdir", str(tmp_path / "nope")], "no such directory"),
+        (["project", "--generator-workdir", run, "--space", "w+"], "'w+' is not available"),
+        (["draw", "--generator-workdir", run, "--sketch", sk33], "generator makes 32x32"),
+        (["draw", "--generator-workdir", run, "--sketch", sk32, "--mask", m31], "is 31x31"),
+        (["draw", "--generator-workdir", run, "--sketch", sk32, "--mask", m0], "mask is empty"),
+        (["interpolate", "--generator-workdir", run, sk32], "two images"),
+        (["project", "--generator-workdir", run, "--steps", "0"], "config.steps"),
+    ]
+    for i, (args, msg) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        rc = main(["edit", *args, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], (args, err)
+        assert not out.exists()
+
+
+def test_train_py_unknown_space_exits_2(dcgan_run, tmp_path):
+    out = tmp_path / "w"
+    p = subprocess.run(
+        [sys.executable, "train.py", "--config=configs/editing.py:draw",
+         f"--config.generator_workdir={dcgan_run}", "--config.spaces=w", f"--workdir={out}"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    assert "'w' is not available" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_config_validation():
+    cfg = editing.default_config("project")
+    with pytest.raises(ConfigError, match="generator_workdir"):
+        editing.validate(cfg)
+    cfg.generator_workdir = "runs/x"
+    editing.validate(cfg)
+    for field, value, msg in [
+        ("mode", "paint", "config.mode"),
+        ("spaces", "z,q", "config.spaces"),
+        ("steps", -1, "config.steps"),
+        ("perceptual_layers", "conv9_9", "perceptual_layers"),
+        ("lr", 0, "config.lr"),
+    ]:
+        bad = editing.default_config("project")
+        bad.generator_workdir = "runs/x"
+        bad[field] = value
+        with pytest.raises(ConfigError, match=msg):
+            editing.validate(bad)
+    bad = editing.default_config("draw")
+    bad.generator_workdir = "runs/x"
+    bad.colour = 1
+    with pytest.raises(ConfigError, match="unknown config field config.colour"):
+        editing.validate(bad)
+    assert editing.default_config("draw").latent_reg == 0.01
