@@ -188,17 +188,7 @@ class RandomConvFeatures:
         return jnp.concatenate(feats, axis=-1)
 
     def __call__(self, images) -> jax.Array:
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise InputError(f"expected images float32[N,H,W,3] in [-1,1], got {images.shape}")
-        out, bs = [], self.batch_size
-        for i in range(0, len(images), bs):
-            chunk = images[i : i + bs]
-            pad = bs - len(chunk)
-            if pad:  # one compiled shape for every chunk
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-            out.append(np.asarray(self._fn(self.kernels, chunk))[: bs - pad])
-        return jnp.asarray(np.concatenate(out))
+        return _batched(lambda chunk: self._fn(self.kernels, chunk), images, self.batch_size)
 
 
 class InceptionFeatures:
@@ -220,18 +210,27 @@ class InceptionFeatures:
         self._features = inception.features
 
     def __call__(self, images) -> jax.Array:
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise InputError(f"expected images float32[N,H,W,3] in [-1,1], got {images.shape}")
-        out, bs = [], self.batch_size
-        for i in range(0, len(images), bs):
-            chunk = images[i : i + bs]
-            pad = bs - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-            feats = self._features(self.params, chunk, variant=self.variant)
-            out.append(np.asarray(feats)[: bs - pad])
-        return jnp.asarray(np.concatenate(out))
+        return _batched(
+            lambda chunk: self._features(self.params, chunk, variant=self.variant),
+            images,
+            self.batch_size,
+        )
+
+
+def _batched(fn, images, bs: int) -> jax.Array:
+    """``fn`` over ``images`` float32[N,H,W,3] in chunks of ``bs``, padding the last chunk
+    so that every call has one compiled shape."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise InputError(f"expected images float32[N,H,W,3] in [-1,1], got {images.shape}")
+    out = []
+    for i in range(0, len(images), bs):
+        chunk = images[i : i + bs]
+        pad = bs - len(chunk)
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+        out.append(np.asarray(fn(chunk))[: bs - pad])
+    return jnp.asarray(np.concatenate(out))
 
 
 EXTRACTORS = {
