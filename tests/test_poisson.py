@@ -92,7 +92,7 @@ def test_random_masks_match_sparse_direct_solve(seed):
     n_comp = ndimage.label(mask)[1]
     assert n_comp >= 2  # several components, a hole and a thin bar
     res = poisson.blend(src, tgt, mask)
-    assert res.converged and res.iterations < 40
+    assert res.converged and res.iterations <= 12
     ref = _spsolve(tgt, *_grads(src), mask)
     assert np.abs(res.image - ref).max() <= TOL
     np.testing.assert_array_equal(res.image[~mask], tgt[~mask])  # bit-exact outside
@@ -293,6 +293,16 @@ def test_pcg_matches_jax_cg_and_compiles_once(rng):
     u = jnp.asarray(rng.standard_normal((1, *box)), jnp.float32) * omega
     assert abs(float(jnp.sum(u * precond(b)) - jnp.sum(b * precond(u)))) < 1e-3
     mv = lambda x: poisson._apply(lv, x)  # noqa: E731
+    # as a stationary iteration the V-cycle converges fast: 4 cycles cut the
+    # residual below 2 % (~1 % here; 3.4 % with the coarse Dirichlet links halved,
+    # which on large masks made the cycle diverge and CG take 12-14 iterations)
+    x = jnp.zeros_like(b)
+    norms = []
+    for _ in range(4):
+        x = x + precond(b - mv(x))
+        norms.append(float(jnp.linalg.norm(b - mv(x))))
+    assert all(n1 < 0.6 * n0 for n0, n1 in zip(norms, norms[1:], strict=False))
+    assert norms[-1] < 0.02 * float(jnp.linalg.norm(b))
     x, it, ok = poisson._pcg(mv, precond, b, jnp.zeros_like(b), tol=1e-6, atol=0.0, maxiter=100)
     xj, _ = jax.scipy.sparse.linalg.cg(mv, b, tol=1e-6, M=precond, maxiter=100)
     assert bool(ok) and int(it) < 30
