@@ -18,6 +18,7 @@ reported separately. ``ratio`` = JAX steps/s ÷ PyTorch steps/s (> 1: imsyn is f
 
     python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
     python benchmarks/gan_step.py --threads=1 --cpu-time     # fair on a loaded machine
+    python benchmarks/gan_step.py --threads=1 --cpu-time --layers=128   # per-layer table
 """
 
 from __future__ import annotations
@@ -370,6 +371,90 @@ def torch_dcgan(nets, xa):
     return run, (lambda m: None)
 
 
+# --------------------------------------------------------------------------- per layer
+
+# The layers of the 64-wide CycleGAN networks at image size S (input side, channels, kind):
+# kind "s2" = 4x4 stride-2 zero-padded conv, "res" = 3x3 reflect conv, "up" = UpConv (reflect).
+LAYERS = (
+    ("G conv1", 1, 3, 64, "s2"),
+    ("G conv2", 2, 64, 128, "s2"),
+    ("G res conv", 4, 128, 128, "res"),
+    ("G up1", 4, 128, 64, "up"),
+    ("G up2", 2, 64, 3, "up"),
+    ("D conv1", 1, 3, 64, "s2"),
+    ("D conv2", 2, 64, 128, "s2"),
+    ("D conv3", 4, 128, 256, "s2"),
+    ("D conv4", 8, 256, 1, "s2"),
+)
+
+
+def _time_layer(kind: str, h: int, cin: int, cout: int, batch: int, best) -> tuple:
+    """(JAX fwd, PyTorch fwd, JAX fwd+bwd, PyTorch fwd+bwd) in ms for one layer."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from imsyn.models import layers
+
+    if kind == "up":
+        m = layers.UpConv(cin, cout, norm="none", padding_mode="reflect", rngs=nnx.Rngs(0))
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect")
+
+        def tfn(x):
+            return conv(torch.nn.functional.interpolate(x, scale_factor=2.0))
+    else:
+        k, s, mode = (3, 1, "reflect") if kind == "res" else (4, 2, "zeros")
+        m = layers.Conv2d(cin, cout, k, stride=s, padding=1, padding_mode=mode, rngs=nnx.Rngs(0))
+        conv = tfn = torch.nn.Conv2d(cin, cout, k, stride=s, padding=1, padding_mode=mode)
+    graph, state = nnx.split(m)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, h, h, cin), np.float32))
+    fwd = jax.jit(lambda s, x: nnx.merge(graph, s)(x))
+    grad = jax.jit(jax.grad(lambda s, x: jnp.sum(nnx.merge(graph, s)(x) ** 2), argnums=(0, 1)))
+    tx = torch.tensor(np.asarray(x)).permute(0, 3, 1, 2).contiguous().requires_grad_()
+
+    def tf():
+        with torch.no_grad():
+            tfn(tx)
+
+    def tb():
+        tx.grad = None
+        conv.zero_grad(set_to_none=True)
+        (tfn(tx) ** 2).sum().backward()
+
+    return (
+        best(lambda: jax.block_until_ready(fwd(state, x))),
+        best(tf),
+        best(lambda: jax.block_until_ready(grad(state, x))),
+        best(tb),
+    )
+
+
+def layer_table(size: int, batch: int, clock, reps: int) -> None:
+    """Per-layer forward and forward+backward (grads of input and weights), JAX vs PyTorch."""
+
+    def best(f):
+        f()
+        ts = []
+        for _ in range(reps):
+            t = clock()
+            f()
+            ts.append(clock() - t)
+        return 1e3 * min(ts)
+
+    print(f"\nper layer, {size} px, batch {batch} (ms, best of {reps})")
+    print("| layer | input | JAX fwd | PyTorch fwd | JAX fwd+bwd | PyTorch fwd+bwd | bwd ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for name, div, cin, cout, kind in LAYERS:
+        h = size // div
+        jf, tf, jb, tb = _time_layer(kind, h, cin, cout, batch, best)
+        print(
+            f"| {name} | {h}x{h}x{cin} | {jf:.1f} | {tf:.1f} | {jb:.1f} | {tb:.1f} "
+            f"| {(tb - tf) / max(jb - jf, 1e-9):.2f} |",
+            flush=True,
+        )
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -406,6 +491,14 @@ def main(argv=None) -> int:
         help="time with process CPU time instead of wall time (fair on a loaded machine "
         "with --threads=1, where spinning thread pools distort wall time)",
     )
+    p.add_argument(
+        "--layers",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="instead of whole steps, time each layer of the networks at this image size "
+        "(batch 16): forward and forward+backward, JAX vs PyTorch",
+    )
     args = p.parse_args(argv)
     if args.threads:
         os.environ["XLA_FLAGS"] = (
@@ -424,6 +517,9 @@ def main(argv=None) -> int:
     from imsyn.runtime import enable_compilation_cache
 
     enable_compilation_cache()
+    if args.layers:
+        layer_table(args.layers, 16, clock, args.reps or 3)
+        return 0
     data = Path(args.data)
     names = [n for n in args.only.split(",") if n] or list(CASES)
     bad = [n for n in names if n not in CASES]

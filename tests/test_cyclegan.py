@@ -77,6 +77,88 @@ def test_conv2d_matches_pytorch(mode, kernel, stride, pad, rng):
     assert np.abs(np.asarray(conv.kernel[...])).max() <= 1 / np.sqrt(3 * kernel * kernel)
 
 
+def _torch_grads(fn, x, w, cot):
+    """PyTorch autograd of ``sum(fn(x, w) * cot)`` w.r.t. x (NHWC) and w (HWIO)."""
+    import torch
+
+    tx = _torch_nchw(x).clone().requires_grad_()
+    tw = torch.tensor(np.asarray(w).transpose(3, 2, 0, 1)).requires_grad_()
+    (fn(tx, tw) * _torch_nchw(cot)).sum().backward()
+    return tx.grad.permute(0, 2, 3, 1).numpy(), tw.grad.permute(2, 3, 1, 0).numpy()
+
+
+# (cin, cout, kernel, stride, pad, size): every kernel-gradient path of layers.conv2d
+# (stride 1 with cout >= cin and cout < cin, stride 2 space-to-depth, odd padded size and
+# stride 3 falling back to XLA's).
+@pytest.mark.parametrize(
+    "cin,cout,kernel,stride,pad,size",
+    [(3, 6, 3, 1, 1, 9), (6, 3, 3, 1, 1, 9), (3, 5, 4, 2, 1, 10), (3, 5, 4, 2, 1, 11),
+     (4, 2, 3, 3, 1, 10), (5, 4, 3, 1, 0, 8)],
+)  # fmt: skip
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_conv2d_gradients_match_pytorch(cin, cout, kernel, stride, pad, size, mode, rng):
+    import torch
+
+    x = rng.standard_normal((2, size, size + 2, cin)).astype(np.float32)
+    conv = layers.Conv2d(
+        cin, cout, kernel, stride=stride, padding=pad, padding_mode=mode, use_bias=False,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    w = np.asarray(conv.kernel[...])
+    y = conv(jnp.asarray(x))
+    cot = rng.standard_normal(y.shape).astype(np.float32)
+
+    graph, state = nnx.split(conv)
+
+    def loss(x, state):
+        return jnp.sum(nnx.merge(graph, state)(x) * cot)
+
+    gx, gs = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(x), state)
+    gw = gs["kernel"][...]
+    ref = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, padding_mode=mode)
+
+    def tconv(tx, tw):
+        return ref._conv_forward(tx, tw, None)
+
+    want_x, want_w = _torch_grads(tconv, x, w, cot)
+    np.testing.assert_allclose(np.asarray(gx), want_x, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gw), want_w, atol=1e-4)
+
+
+@pytest.mark.parametrize("cout", [3, 16])  # one 3x3 conv with 4x outputs / four 2x2 convs
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_upconv_matches_pytorch_upsample_then_conv(cout, mode, rng):
+    import torch
+
+    x = rng.standard_normal((2, 5, 6, 8)).astype(np.float32)
+    up = layers.UpConv(8, cout, norm="none", padding_mode=mode, rngs=nnx.Rngs(0))
+    w, b = np.asarray(up.conv.kernel[...]), np.asarray(up.conv.bias[...])
+    y = up(jnp.asarray(x))
+    ref = torch.nn.Conv2d(8, cout, 3, padding=1, padding_mode=mode)
+    ref.bias.data = torch.tensor(b)
+
+    def tup(tx, tw):
+        return ref._conv_forward(
+            torch.nn.functional.interpolate(tx, scale_factor=2.0), tw, ref.bias
+        )
+
+    with torch.no_grad():
+        want = tup(_torch_nchw(x), torch.tensor(w.transpose(3, 2, 0, 1)))
+    np.testing.assert_allclose(np.asarray(y), want.permute(0, 2, 3, 1).numpy(), atol=1e-5)
+    cot = rng.standard_normal(y.shape).astype(np.float32)
+
+    graph, state = nnx.split(up)
+
+    def loss(x, state):
+        return jnp.sum(nnx.merge(graph, state)(x) * cot)
+
+    gx, gs = jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), state)
+    gw = gs["conv"]["kernel"][...]
+    want_x, want_w = _torch_grads(tup, x, w, cot)
+    np.testing.assert_allclose(np.asarray(gx), want_x, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(gw), want_w, atol=1e-4)
+
+
 def test_conv_transpose_and_instance_norm_match_pytorch(rng):
     import torch
 
