@@ -65,13 +65,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.augment = "basic"
     c.diffaug = "color,translation"
     # schedule
-    c.num_steps = 1500
+    c.num_steps = 2000
     c.batch_size = 8
     c.lr = 3e-4
     c.beta1 = 0.5
     c.beta2 = 0.999
     c.lr_schedule = "linear_decay"
-    c.decay_start = 1000
+    c.decay_start = 1333
     # model
     c.g_conv_dim = 32
     c.d_conv_dim = 32
