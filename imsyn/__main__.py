@@ -31,12 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imsyn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     for name, (mod_name, help_text) in TASKS.items():
-        try:
-            mod = importlib.import_module(f"imsyn.cli.{mod_name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"imsyn.cli.{mod_name}":
-                raise
-            continue  # task not available in this build
+        mod = importlib.import_module(f"imsyn.cli.{mod_name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         if hasattr(mod, "add_task_arguments"):
             mod.add_task_arguments(name, p)
