@@ -27,14 +27,7 @@ def get_experiment(config):
     task = config.get("task") if hasattr(config, "get") else None
     if task not in EXPERIMENTS:
         raise ConfigError(f"config.task must be one of {sorted(EXPERIMENTS)}, got {task!r}")
-    try:
-        return importlib.import_module(EXPERIMENTS[task])
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("imsyn"):
-            raise ConfigError(
-                f"experiment {task!r} is not available in this build ({EXPERIMENTS[task]} missing)"
-            ) from None
-        raise
+    return importlib.import_module(EXPERIMENTS[task])
 
 
 def _one_line(e: BaseException) -> str:
