@@ -288,9 +288,10 @@ def test_pcg_matches_jax_cg_and_compiles_once(rng):
     def precond(r):
         return poisson._vcycle(levels, inv, r, jnp.bool_(True))
 
-    b = jnp.asarray(rng.standard_normal((1, *box)), jnp.float32) * omega
+    # solver layout [H, C, W], one channel
+    b = jnp.asarray(rng.standard_normal((H, 1, W)), jnp.float32) * omega[:, None]
     # the preconditioner is symmetric (CG needs it)
-    u = jnp.asarray(rng.standard_normal((1, *box)), jnp.float32) * omega
+    u = jnp.asarray(rng.standard_normal((H, 1, W)), jnp.float32) * omega[:, None]
     assert abs(float(jnp.sum(u * precond(b)) - jnp.sum(b * precond(u)))) < 1e-3
     mv = lambda x: poisson._apply(lv, x)  # noqa: E731
     # as a stationary iteration the V-cycle converges fast: 4 cycles cut the
