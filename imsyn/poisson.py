@@ -26,8 +26,8 @@ data term that makes the whole image solvable):
 =====================  ====================================================
 
 Solver. The problem is restricted to the mask's bounding box (plus one pixel of
-boundary), padded to a *size class* ``k·2^L`` with ``8 < k ≤ 16`` per side (at
-most 12.5 % padding per side; a handful of compiled programs serve all masks
+boundary), padded to a *size class* ``k·2^L`` with ``12 < k ≤ 24`` per side (at
+most 8.3 % padding per side; a handful of compiled programs serve all masks
 of a similar size). On that box a matrix-free 5-point operator (pixels outside
 ``Ω`` are identity rows with a zero right-hand side) is solved by
 preconditioned conjugate gradients, channels batched (each channel has its own
@@ -38,7 +38,7 @@ coarse operators from 2×2 aggregation of the stencil (a variable-coefficient
 5-point stencil at every level, so holes, thin parts and several components
 coarsen naturally; links to known values are summed, not halved, so the coarse
 boundary stays where the fine one is), and a dense direct solve on the coarsest
-grid (≤ 16×16). Blending takes 7-8 CG iterations from 256² to 1024² unknowns.
+grid (≤ 24×24). Blending takes 7-8 CG iterations from 256² to 1024² unknowns.
 Every multigrid stage is computed into its own buffer (see :func:`_stage`).
 The CG loop is the algorithm of ``jax.scipy.sparse.linalg.cg`` (same stopping
 rule ``‖r‖ ≤ max(tol·‖b‖, atol)``), written out because that function reports
@@ -148,11 +148,14 @@ class _Level(NamedTuple):
     en: jax.Array  # [H, W] weight of edge (i, j)-(i-1, j)
     inv: jax.Array  # [H, W] 1 / diag on active cells, 0 elsewhere
     active: jax.Array  # [H, W] float 0/1
+    scaled: tuple  # (ex, ew, ey, en) times the neighbour's ``inv``
 
 
 def _level(diag, ex, ey, active) -> _Level:
     inv = jnp.where(active > 0, 1.0 / diag, 0.0)
-    return _Level(diag, ex, ey, _left(ex), _up(ey), inv, active)
+    ew, en = _left(ex), _up(ey)
+    scaled = (ex * _right(inv), ew * _left(inv), ey * _down(inv), en * _up(inv))
+    return _Level(diag, ex, ey, ew, en, inv, active, scaled)
 
 
 def _neighbours(lv: _Level, x):
@@ -278,10 +281,12 @@ def _cycle(levels, coarse_inv, k, rhs, flag):
         return jnp.swapaxes(flat.reshape(c, h, w), 0, 1) * _c(lv.active)
     red = _red(rhs.shape)
 
-    # red from x = 0: rhs / diag; black: its neighbours are all red
+    # red from x = 0: rhs / diag; black: its neighbours are all red, and
+    # their values rhs / diag enter through the pre-scaled weights
     def pre(rhs):
-        xr = rhs * _c(lv.inv)
-        return jnp.where(red, xr, (rhs + _neighbours(lv, xr)) * _c(lv.inv))
+        sx, sw, sy, sn = (_c(a) for a in lv.scaled)
+        nb = sx * _right(rhs) + sw * _left(rhs) + sy * _down(rhs) + sn * _up(rhs)
+        return jnp.where(red, rhs, rhs + nb) * _c(lv.inv)
 
     x = _stage(flag, pre, rhs)
     # residual: 0 on black cells (just relaxed), and on red cells
@@ -376,18 +381,14 @@ def _guidance(kind, guide, t):
 def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, levels, maxiter):
     """Exact masked solve on a box.
 
-    Images come and go as ``[H, W, C]`` (the caller's layout; the solver works
-    on ``[H, C, W]``), ``guide`` as :func:`_guidance` takes it, ``data`` is
-    None when ``screen`` is 0. Returns (f ``[H, W, C]``, iterations, relative
-    residual, converged); ``f`` is ``t`` outside ``omega``, bit for bit.
+    Images are ``[H, C, W]`` (the host transposes: inside XLA the transpose
+    fused into every stencil that reads it), ``guide`` as :func:`_guidance`
+    takes it, ``data`` is None when ``screen`` is 0. Returns (f ``[H, C, W]``,
+    iterations, relative residual, converged); ``f`` is ``t`` outside
+    ``omega``, bit for bit.
     """
     flag = tol >= 0  # a traced True, see _stage
-
-    def hcw(a):  # materialised: a transpose fused into a stencil is slow
-        return _stage(flag, partial(jnp.swapaxes, axis1=1, axis2=2), a)
-
-    t = hcw(t)
-    gx, gy = _guidance(guidance, jax.tree.map(hcw, guide), t)
+    gx, gy = _guidance(guidance, guide, t)
     om = omega.astype(jnp.float32)
     img = inimg.astype(jnp.float32)
     # guidance counts only across edges with both ends in the image
@@ -396,7 +397,7 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
     known = t * _c(img * (1.0 - om))
     bnd = _right(known) + _left(known) + _down(known) + _up(known)
     div = -gx + _left(gx) - gy + _up(gy)
-    b = (bnd + div if data is None else bnd + div + screen * hcw(data)) * _c(om)
+    b = (bnd + div if data is None else bnd + div + screen * data) * _c(om)
     fine = _fine_level(omega, inimg, screen)
     lvls = [fine]
     for _ in range(levels):
@@ -415,7 +416,7 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
     bn = jnp.sqrt(jnp.sum(b * b, axis=(0, 2)))
     rn = jnp.sqrt(jnp.sum(r * r, axis=(0, 2)))
     rel = jnp.max(jnp.where(bn > 0, rn / jnp.where(bn > 0, bn, 1.0), rn))
-    return jnp.swapaxes(jnp.where(_c(omega), x, t), 1, 2), it, rel, ok
+    return jnp.where(_c(omega), x, t), it, rel, ok
 
 
 # --------------------------------------------------------------------------- box / size classes
@@ -561,9 +562,9 @@ def _solve(t, guide, kind, omega, screen, data, tol, atol, maxiter) -> PoissonRe
     ph, pw = _size_class(bh, levels), _size_class(bw, levels)
     c = 1 if t.ndim == 2 else t.shape[2]
 
-    def crop(a):
-        out = np.zeros((ph, pw, c), np.float32)
-        out[:bh, :bw] = a[y0:y1, x0:x1].reshape(bh, bw, c)
+    def crop(a):  # -> [ph, c, pw], the solver's layout, zero padded
+        out = np.zeros((ph, c, pw), np.float32)
+        out[:bh, :, :bw] = a[y0:y1, x0:x1].reshape(bh, bw, c).transpose(0, 2, 1)
         return out
 
     om = np.zeros((ph, pw), bool)
@@ -584,7 +585,8 @@ def _solve(t, guide, kind, omega, screen, data, tol, atol, maxiter) -> PoissonRe
         maxiter=int(maxiter),
     )
     out = t.copy()
-    out[y0:y1, x0:x1] = np.asarray(f)[:bh, :bw].reshape(out[y0:y1, x0:x1].shape)
+    f = np.asarray(f)[:bh, :, :bw].transpose(0, 2, 1)
+    out[y0:y1, x0:x1] = f.reshape(out[y0:y1, x0:x1].shape)
     return PoissonResult(out, float(res), int(it), bool(ok))
 
 
