@@ -87,13 +87,15 @@ def _torch_grads(fn, x, w, cot):
     return tx.grad.permute(0, 2, 3, 1).numpy(), tw.grad.permute(2, 3, 1, 0).numpy()
 
 
-# (cin, cout, kernel, stride, pad, size): every kernel-gradient path of layers.conv2d
-# (stride 1 with cout >= cin and cout < cin, stride 2 space-to-depth, odd padded size and
-# stride 3 falling back to XLA's).
+# (cin, cout, kernel, stride, pad, size): every path of layers.conv2d (stride 1 with
+# cout >= cin and cout < cin, 3x3 with >= 64 channels by row GEMMs, >= 128 by Winograd
+# forward and row GEMMs, stride 2 space-to-depth, odd padded size and stride 3 falling back
+# to XLA's).
 @pytest.mark.parametrize(
     "cin,cout,kernel,stride,pad,size",
-    [(3, 6, 3, 1, 1, 9), (6, 3, 3, 1, 1, 9), (3, 5, 4, 2, 1, 10), (3, 5, 4, 2, 1, 11),
-     (4, 2, 3, 3, 1, 10), (5, 4, 3, 1, 0, 8)],
+    [(3, 6, 3, 1, 1, 9), (6, 3, 3, 1, 1, 9), (64, 72, 3, 1, 1, 5), (128, 128, 3, 1, 1, 6),
+     (3, 5, 4, 2, 1, 10),
+     (3, 5, 4, 2, 1, 11), (4, 2, 3, 3, 1, 10), (5, 4, 3, 1, 0, 8)],
 )  # fmt: skip
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
 def test_conv2d_gradients_match_pytorch(cin, cout, kernel, stride, pad, size, mode, rng):
@@ -123,6 +125,26 @@ def test_conv2d_gradients_match_pytorch(cin, cout, kernel, stride, pad, size, mo
     want_x, want_w = _torch_grads(tconv, x, w, cot)
     np.testing.assert_allclose(np.asarray(gx), want_x, atol=1e-4)
     np.testing.assert_allclose(np.asarray(gw), want_w, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (8, 8), (9, 13)])  # partial, exact, mixed tiles
+def test_winograd_forward_matches_direct_convolution(size, rng):
+    # >= 128 channels: the 3x3 stride-1 forward is Winograd F(4x4, 3x3), in batch chunks
+    cin, cout = 128, 136
+    assert layers._winograd_ok((3, 3, cin, cout))
+    n = 1 + layers._WINO_CHUNK // (16 * ((size[0] + 3) // 4) * ((size[1] + 3) // 4))
+    x = jnp.asarray(rng.standard_normal((n, *size, cin)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin), jnp.float32)
+    pad = ((1, 1), (1, 1))
+    y = layers.conv2d(x, w, (1, 1), pad)
+    want = jax.lax.conv_general_dilated(
+        x, w, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )  # fmt: skip
+    assert y.shape == want.shape
+    np.testing.assert_allclose(
+        np.asarray(y), np.asarray(want), atol=2e-5 * float(jnp.abs(want).max())
+    )
 
 
 @pytest.mark.parametrize("cout", [3, 16])  # one 3x3 conv with 4x outputs / four 2x2 convs

@@ -184,19 +184,140 @@ def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
       XLA's convolution with an ``H'×W'`` kernel that contracts only ``N`` channels per tap
       and runs at ~1/5 of the forward's FLOP rate.
     """
-    return _conv_fwd_impl(x, w, stride, padding)
+    return _conv_forward(x, w, stride, padding)
 
 
 def _conv2d_fwd(x, w, stride, padding):
-    return _conv_fwd_impl(x, w, stride, padding), (x, w)
+    return _conv_forward(x, w, stride, padding), (x, w)
+
+
+def _conv_forward(x, w, stride, padding):
+    if tuple(stride) == (1, 1) and _winograd_ok(w.shape):
+        return _winograd_conv3x3(jnp.pad(x, ((0, 0), *padding, (0, 0))), w)
+    return _conv_fwd_impl(x, w, stride, padding)
 
 
 def _conv2d_bwd(stride, padding, res, dy):
     x, w = res
+    if tuple(stride) == (1, 1) and _row_gemm_ok(w.shape):
+        xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        _, grads = jax.vjp(_row_gemm_conv, xp, w)
+        dxp, dw = grads(dy)
+        (pt, _), (pl, _) = padding
+        return dxp[:, pt : pt + x.shape[1], pl : pl + x.shape[2]], dw
     fwd = _s2d_conv if _s2d_ok(x.shape, w.shape, stride, padding) else _conv_fwd_impl
     _, dx_fn = jax.vjp(lambda v: fwd(v, w, stride, padding), x)
     (dx,) = dx_fn(dy)
     return dx, _kernel_grad(x, dy, w.shape, stride, padding).astype(w.dtype)
+
+
+# Winograd F(4x4, 3x3) (Lavin & Gray 2016): Y = AT [(G g G^T) * (BT d B)] A per 6x6 input tile.
+_WINO_BT = (
+    (4, 0, -5, 0, 1, 0),
+    (0, -4, -4, 1, 1, 0),
+    (0, 4, -4, -1, 1, 0),
+    (0, -2, -1, 2, 1, 0),
+    (0, 2, -1, -2, 1, 0),
+    (0, 4, 0, -5, 0, 1),
+)
+_WINO_G = (
+    (1 / 4, 0, 0),
+    (-1 / 6, -1 / 6, -1 / 6),
+    (-1 / 6, 1 / 6, -1 / 6),
+    (1 / 24, 1 / 12, 1 / 6),
+    (1 / 24, -1 / 12, 1 / 6),
+    (0, 0, 1),
+)
+_WINO_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+_WINO_CHUNK = 4096  # output pixels per chunk: keeps the 2.25x larger transformed input in cache
+
+
+def _lincomb(mat, parts):
+    """``[sum_k mat[r][k] * parts[k] for r]``, skipping zeros (small constant transforms)."""
+    out = []
+    for row in mat:
+        acc = None
+        for c, p in zip(row, parts, strict=True):
+            if c:
+                t = p if c == 1 else (-p if c == -1 else c * p)
+                acc = t if acc is None else acc + t
+        out.append(acc)
+    return out
+
+
+def _winograd_ok(wshape) -> bool:
+    """Whether a stride-1 conv's forward is taken by :func:`_winograd_conv3x3`."""
+    kh, kw, cin, cout = wshape
+    return (kh, kw) == (3, 3) and min(cin, cout) >= 128
+
+
+def _winograd_conv3x3(xp, w):
+    """Stride-1 "VALID" 3×3 convolution by Winograd's F(4×4, 3×3).
+
+    Each 6×6 input tile (stride 4) and the kernel are transformed (``BT d B``, ``G g G^T``),
+    the 36 transformed positions are 36 GEMMs ``[tiles, I] @ [I, O]`` with 4x fewer
+    multiply-adds than the direct convolution, and ``AT m A`` gives each 4×4 output tile.
+    The images are processed in chunks of ~4096 output pixels so the transformed input stays
+    in cache. With >= 128 channels this forward is ~2x faster than XLA:CPU's convolution
+    (docs/cyclegan.md); float32 results differ from the direct sum by ~1e-5 relative.
+    """
+    n, hp, wp, _ = xp.shape
+    oh, ow = hp - 2, wp - 2
+    th, tw = -(-oh // 4), -(-ow // 4)
+    xp = jnp.pad(xp, ((0, 0), (0, 4 * th + 2 - hp), (0, 4 * tw + 2 - wp), (0, 0)))
+    rows = _lincomb(_WINO_G, [w[i] for i in range(3)])
+    u = jnp.stack([v for r in rows for v in _lincomb(_WINO_G, [r[j] for j in range(3)])])
+    per = max(1, _WINO_CHUNK // (16 * th * tw))
+    outs = []
+    for s in range(0, n, per):
+        xc = xp[s : s + per]
+        m = xc.shape[0]
+        vr = _lincomb(_WINO_BT, [xc[:, k : k + 4 * th : 4] for k in range(6)])
+        v = [
+            t
+            for r in vr
+            for t in _lincomb(_WINO_BT, [r[:, :, k : k + 4 * tw : 4] for k in range(6)])
+        ]
+        v = jnp.stack(v).reshape(36, m * th * tw, -1)
+        prod = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # [36, tiles, O]
+        prod = prod.reshape(6, 6, m, th, tw, -1)
+        ya = _lincomb(_WINO_AT, [prod[r] for r in range(6)])
+        y = jnp.stack(
+            [jnp.stack(_lincomb(_WINO_AT, [ya[a][s2] for s2 in range(6)])) for a in range(4)]
+        )
+        outs.append(y.transpose(2, 3, 0, 4, 1, 5).reshape(m, 4 * th, 4 * tw, -1))
+    y = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+    return y[:, :oh, :ow]
+
+
+def _row_gemm_ok(wshape) -> bool:
+    """Whether a stride-1 conv's gradients are taken through :func:`_row_gemm_conv`."""
+    kh, kw, cin, cout = wshape
+    return (kh, kw) == (3, 3) and min(cin, cout) >= 64
+
+
+def _row_gemm_conv(xp, w):
+    """Stride-1 "VALID" conv of the padded ``xp`` as one GEMM per kernel row.
+
+    Row ``i`` of the kernel applied to the ``oh`` input rows it sees, at *every* column of
+    the padded width: ``xp[:, i:i + oh]`` (one copy) times ``w[i]`` laid out ``[I, kw * O]``
+    gives, for each column, the contribution of all ``kw`` taps; the output sums tap ``j``'s
+    block shifted by ``j`` columns. Its forward is not used (XLA's convolution is faster); its
+    autodiff backward is: ``dx`` and ``dw`` become ``2·kh`` large GEMMs over ``N·oh·Wp`` rows,
+    with no per-tap copies of the input. For the 3×3 residual convs of the CycleGAN generator
+    (128 channels) that is 16–25 % faster than XLA's input gradient plus per-tap GEMMs
+    (docs/cyclegan.md).
+    """
+    n, hp, wp, cin = xp.shape
+    kh, kw, _, cout = w.shape
+    oh, ow = hp - kh + 1, wp - kw + 1
+    y = 0.0
+    for i in range(kh):
+        rows = xp[:, i : i + oh].reshape(n * oh * wp, cin)
+        s = (rows @ w[i].transpose(1, 0, 2).reshape(cin, kw * cout)).reshape(n, oh, wp, kw, cout)
+        for j in range(kw):
+            y = y + s[:, :, j : j + ow, j]
+    return y
 
 
 def _s2d_ok(xshape, wshape, stride, padding) -> bool:
