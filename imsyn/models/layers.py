@@ -187,20 +187,41 @@ def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
     return _conv_forward(x, w, stride, padding)
 
 
+def _materialized(*xs):
+    """``xs`` unchanged, each computed into its own buffer first.
+
+    XLA fuses an elementwise producer (reflect padding, an instance-norm backward) into a
+    consumer that reads it at several offsets by recomputing it per read: the Winograd input
+    transform reads each input 9 times on average, the row-GEMM gradients read ``dy`` and
+    ``xp`` 3 times, and at 128 px the recomputation cost more than the GEMMs (18 ms per
+    conv). ``optimization_barrier`` does not stop it; a ``lax.cond`` boundary does. Its
+    predicate is always true (a float's bits OR 1 is never 0) but only known at run time, so
+    XLA cannot fold the conditional away; the other branch is never taken.
+    """
+    probe = jax.lax.bitcast_convert_type(xs[0].reshape(-1)[0], jnp.int32)
+    return jax.lax.cond(
+        (probe | 1) != 0,
+        lambda *a: a,
+        lambda *a: tuple(jnp.zeros_like(v) for v in a),
+        *xs,
+    )
+
+
 def _conv2d_fwd(x, w, stride, padding):
     return _conv_forward(x, w, stride, padding), (x, w)
 
 
 def _conv_forward(x, w, stride, padding):
     if tuple(stride) == (1, 1) and _winograd_ok(w.shape):
-        return _winograd_conv3x3(jnp.pad(x, ((0, 0), *padding, (0, 0))), w)
+        (xp,) = _materialized(jnp.pad(x, ((0, 0), *padding, (0, 0))))
+        return _winograd_conv3x3(xp, w)
     return _conv_fwd_impl(x, w, stride, padding)
 
 
 def _conv2d_bwd(stride, padding, res, dy):
     x, w = res
     if tuple(stride) == (1, 1) and _row_gemm_ok(w.shape):
-        xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        xp, dy = _materialized(jnp.pad(x, ((0, 0), *padding, (0, 0))), dy)
         _, grads = jax.vjp(_row_gemm_conv, xp, w)
         dxp, dw = grads(dy)
         (pt, _), (pl, _) = padding
@@ -356,7 +377,7 @@ def _kernel_grad(x, dy, wshape, stride, padding):
     ``kh/2 × kw/2``); other strided convolutions keep XLA's own kernel gradient.
     """
     kh, kw, cin, cout = wshape
-    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    xp, dy = _materialized(jnp.pad(x, ((0, 0), *padding, (0, 0))), dy)  # read once per tap
     if tuple(stride) == (1, 1):
         return _kernel_grad_s1(xp, dy, kh, kw)
     if _s2d_ok(x.shape, wshape, stride, padding):
