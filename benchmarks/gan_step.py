@@ -17,8 +17,12 @@ Steps/s are the median of ``--reps`` timed windows after a warm-up; JAX compile 
 reported separately. ``ratio`` = JAX steps/s ÷ PyTorch steps/s (> 1: imsyn is faster).
 
     python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
-    python benchmarks/gan_step.py --threads=1 --cpu-time     # fair on a loaded machine
-    python benchmarks/gan_step.py --threads=1 --cpu-time --layers=128   # per-layer table
+    python benchmarks/gan_step.py --pin-core=0 --threads=1   # both on one core
+    python benchmarks/gan_step.py --pin-core=0 --threads=1 --layers=128   # per-layer table
+
+Single-core comparisons need ``--pin-core``: with ``--threads=1`` alone XLA still runs
+independent operations concurrently on a second thread (its inter-op pool), so JAX used up
+to 2 cores while PyTorch used one, and its process CPU time counted a waiting thread too.
 """
 
 from __future__ import annotations
@@ -486,10 +490,17 @@ def main(argv=None) -> int:
         help="threads for both frameworks (0 = their defaults: all cores)",
     )
     p.add_argument(
+        "--pin-core",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="run the whole process (both frameworks, all their threads) on this one core",
+    )
+    p.add_argument(
         "--cpu-time",
         action="store_true",
-        help="time with process CPU time instead of wall time (fair on a loaded machine "
-        "with --threads=1, where spinning thread pools distort wall time)",
+        help="time with process CPU time instead of wall time (counts every thread, "
+        "waiting ones included)",
     )
     p.add_argument(
         "--layers",
@@ -500,6 +511,8 @@ def main(argv=None) -> int:
         "(batch 16): forward and forward+backward, JAX vs PyTorch",
     )
     args = p.parse_args(argv)
+    if args.pin_core is not None:
+        os.sched_setaffinity(0, {args.pin_core})
     if args.threads:
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "")

@@ -288,10 +288,8 @@ def _winograd_conv3x3(xp, w):
     xp = jnp.pad(xp, ((0, 0), (0, 4 * th + 2 - hp), (0, 4 * tw + 2 - wp), (0, 0)))
     rows = _lincomb(_WINO_G, [w[i] for i in range(3)])
     u = jnp.stack([v for r in rows for v in _lincomb(_WINO_G, [r[j] for j in range(3)])])
-    per = max(1, _WINO_CHUNK // (16 * th * tw))
-    outs = []
-    for s in range(0, n, per):
-        xc = xp[s : s + per]
+
+    def chunk(xc):
         m = xc.shape[0]
         vr = _lincomb(_WINO_BT, [xc[:, k : k + 4 * th : 4] for k in range(6)])
         v = [
@@ -303,11 +301,17 @@ def _winograd_conv3x3(xp, w):
         prod = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # [36, tiles, O]
         prod = prod.reshape(6, 6, m, th, tw, -1)
         ya = _lincomb(_WINO_AT, [prod[r] for r in range(6)])
-        y = jnp.stack(
-            [jnp.stack(_lincomb(_WINO_AT, [ya[a][s2] for s2 in range(6)])) for a in range(4)]
-        )
-        outs.append(y.transpose(2, 3, 0, 4, 1, 5).reshape(m, 4 * th, 4 * tw, -1))
-    y = jnp.concatenate(outs) if len(outs) > 1 else outs[0]
+        y = jnp.stack([jnp.stack(_lincomb(_WINO_AT, [t[s] for s in range(6)])) for t in ya])
+        return y.transpose(2, 3, 0, 4, 1, 5).reshape(m, 4 * th, 4 * tw, -1)
+
+    per = max(1, _WINO_CHUNK // (16 * th * tw))
+    if n <= per:
+        y = chunk(xp)
+    else:  # a loop over equal chunks (one copy of the code: compile time)
+        k = -(-n // per)
+        xp = jnp.pad(xp, ((0, k * per - n), (0, 0), (0, 0), (0, 0)))
+        y = jax.lax.map(chunk, xp.reshape(k, per, *xp.shape[1:]))
+        y = y.reshape(k * per, *y.shape[2:])[:n]
     return y[:, :oh, :ow]
 
 
