@@ -182,7 +182,10 @@ def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
       taken through its space-to-depth form (:func:`_s2d_conv`);
     * the kernel gradient is made of GEMMs over ``N*H'*W'`` (:func:`_kernel_grad`) instead of
       XLA's convolution with an ``H'×W'`` kernel that contracts only ``N`` channels per tap
-      and runs at ~1/5 of the forward's FLOP rate.
+      and runs at ~1/5 of the forward's FLOP rate;
+    * stride-1 3×3 convs with >= 128 channels run forward as Winograd F(4×4, 3×3)
+      (:func:`_winograd_conv3x3`, ~1e-5 relative rounding differences), and those with >= 64
+      channels take both gradients as one GEMM per kernel row (:func:`_row_gemm_conv`).
     """
     return _conv_forward(x, w, stride, padding)
 
