@@ -13,8 +13,9 @@ same optimizer (Adam), and time whole training steps:
   batch 16 and 256 px at batch 1 (64-wide networks; 3/6/9 residual blocks; Patch
   discriminator, the 70×70 one at 256 px).
 
-Steps/s are the median of ``--reps`` timed windows after a warm-up; JAX compile time is
-reported separately. ``ratio`` = JAX steps/s ÷ PyTorch steps/s (> 1: imsyn is faster).
+Steps/s are the median of ``--reps`` timed windows after a warm-up, the two frameworks'
+windows alternating; JAX compile time is reported separately. ``ratio`` = JAX steps/s ÷
+PyTorch steps/s (> 1: imsyn is faster), the median of the per-pair ratios.
 
     python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
     python benchmarks/gan_step.py --pin-core=0 --threads=1   # both on one core
@@ -462,18 +463,27 @@ def layer_table(size: int, batch: int, clock, reps: int) -> None:
 # --------------------------------------------------------------------------- timing
 
 
-def time_steps(run, sync, *, steps: int, reps: int, clock=time.perf_counter) -> float:
-    """Median steps/s over ``reps`` windows of ``steps`` steps (after 2 warm-up steps)."""
-    for _ in range(2):
-        sync(run())
-    rates = []
-    for _ in range(reps):
+def time_pair(jax_side, torch_side, *, steps: int, reps: int, clock=time.perf_counter):
+    """(JAX steps/s, PyTorch steps/s, ratio): medians over ``reps`` pairs of timed windows.
+
+    The two frameworks alternate window by window (after 2 warm-up steps each), and the
+    ratio is the median of the per-pair ratios, so that drift in the machine's speed (a
+    shared VM varies by ±5 % over minutes) affects both sides of each ratio alike.
+    """
+
+    def window(run, sync):
         t = clock()
         for _ in range(steps):
             m = run()
         sync(m)
-        rates.append(steps / (clock() - t))
-    return statistics.median(rates)
+        return steps / (clock() - t)
+
+    for run, sync in (jax_side, torch_side):
+        for _ in range(2):
+            sync(run())
+    pairs = [(window(*jax_side), window(*torch_side)) for _ in range(reps)]
+    j, t = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+    return j, t, statistics.median(a / b for a, b in pairs)
 
 
 def main(argv=None) -> int:
@@ -566,9 +576,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         jsync(jrun())  # compile + first step
         compile_s = time.perf_counter() - t0
-        j = time_steps(jrun, jsync, steps=steps, reps=reps, clock=clock)
-        t = time_steps(trun, tsync, steps=steps, reps=reps, clock=clock)
-        rows.append((name, size, batch, compile_s, 1e3 / j, 1e3 / t, j, t, j / t))
+        j, t, ratio = time_pair((jrun, jsync), (trun, tsync), steps=steps, reps=reps, clock=clock)
+        rows.append((name, size, batch, compile_s, 1e3 / j, 1e3 / t, j, t, ratio))
         print(f"{name}: jax {1e3 / j:.0f} ms/step, torch {1e3 / t:.0f} ms/step", flush=True)
 
     print()
