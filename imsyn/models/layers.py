@@ -280,8 +280,7 @@ def _winograd_conv3x3(xp, w):
     ~70 small XLA fusions per conv; as GEMMs the forward is 10-30 % faster). The images are
     processed in chunks of ~4096 output pixels so the transformed input stays in cache. With
     >= 128 channels this forward is ~2x faster than XLA:CPU's convolution (docs/cyclegan.md);
-    float32 results differ from the direct sum by
-    ~1e-5 relative.
+    float32 results differ from the direct sum by ~1e-5 relative.
     """
     n, hp, wp, cin = xp.shape
     cout = w.shape[-1]
