@@ -184,9 +184,13 @@ def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
     * the kernel gradient is made of GEMMs over ``N*H'*W'`` (:func:`_kernel_grad`) instead of
       XLA's convolution with an ``H'×W'`` kernel that contracts only ``N`` channels per tap
       and runs at ~1/5 of the forward's FLOP rate;
-    * stride-1 3×3 convs with >= 128 channels run forward as Winograd F(4×4, 3×3)
-      (:func:`_winograd_conv3x3`, ~1e-5 relative rounding differences), and those with >= 64
-      channels take both gradients as one GEMM per kernel row (:func:`_row_gemm_conv`).
+    * stride-1 3×3 convs with >= 128 channels (and 0/1-pixel padding) run forward and both
+      gradients by Winograd F(4×4, 3×3) (:func:`_winograd_conv3x3`; ~1e-5 relative rounding
+      differences): the input gradient is a 3×3 conv with the flipped kernel
+      (:func:`_winograd_input_grad`), the kernel gradient the autodiff of the Winograd
+      forward (36 GEMMs over the tiles, 4x fewer multiply-adds than per-tap GEMMs);
+    * other stride-1 3×3 and 2×2 convs with >= 64 channels take both gradients as one GEMM
+      per kernel row (:func:`_row_gemm_conv`).
     """
     return _conv_forward(x, w, stride, padding)
 
@@ -224,6 +228,10 @@ def _conv_forward(x, w, stride, padding):
 
 def _conv2d_bwd(stride, padding, res, dy):
     x, w = res
+    if tuple(stride) == (1, 1) and _winograd_ok(w.shape) and set(sum(padding, ())) <= {0, 1}:
+        xp, dy = _materialized(jnp.pad(x, ((0, 0), *padding, (0, 0))), dy)
+        _, grad_w = jax.vjp(lambda v: _winograd_conv3x3(xp, v), w)
+        return _winograd_input_grad(dy, w, padding), grad_w(dy)[0]
     if tuple(stride) == (1, 1) and _row_gemm_ok(w.shape):
         xp, dy = _materialized(jnp.pad(x, ((0, 0), *padding, (0, 0))), dy)
         _, grads = jax.vjp(_row_gemm_conv, xp, w)
@@ -234,6 +242,42 @@ def _conv2d_bwd(stride, padding, res, dy):
     _, dx_fn = jax.vjp(lambda v: fwd(v, w, stride, padding), x)
     (dx,) = dx_fn(dy)
     return dx, _kernel_grad(x, dy, w.shape, stride, padding).astype(w.dtype)
+
+
+def _winograd_input_grad(dy, w, padding):
+    """Input gradient of a stride-1 3×3 :func:`conv2d` with 0/1-pixel ``padding``, by Winograd.
+
+    The full gradient of the padded input, ``dxp`` (``[N, H' + 2, W' + 2, I]``), is a 3×3
+    convolution of ``dy`` with the flipped kernel (in and out swapped). Its interior
+    (``dxp[1:-1, 1:-1]``, the gradient of a 1-pixel zero-padded input) is a same-size conv of
+    ``dy`` padded by 1, done by :func:`_winograd_conv3x3`; the border rows and columns a
+    0-padded side needs (a reflect-padded input, whose padding is outside the conv) see one
+    kernel row or column each and are added by small GEMMs (:func:`_full_conv_1d`). A
+    Winograd pass over the whole ``H' + 2`` rows would cost 56 % more at 16×16.
+    """
+    wt = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)  # [3, 3, O, I]
+    (dyp,) = _materialized(jnp.pad(dy, ((0, 0), (1, 1), (1, 1), (0, 0))))
+    dx = _winograd_conv3x3(dyp, wt)  # dxp[1:-1, 1:-1]
+    (pt, pb), (pl, pr) = padding
+    if not pl:  # left and right columns of the interior rows
+        dx = jnp.concatenate([_full_conv_1d(dy[:, :, 0], w[:, 0])[:, 1:-1, None], dx], 2)
+    if not pr:
+        dx = jnp.concatenate([dx, _full_conv_1d(dy[:, :, -1], w[:, 2])[:, 1:-1, None]], 2)
+    lo, hi = (1 if pl else 0), (-1 if pr else None)  # the border rows span the columns kept
+    if not pt:
+        dx = jnp.concatenate([_full_conv_1d(dy[:, 0], w[0])[:, None, lo:hi], dx], 1)
+    if not pb:
+        dx = jnp.concatenate([dx, _full_conv_1d(dy[:, -1], w[2])[:, None, lo:hi]], 1)
+    return dx
+
+
+def _full_conv_1d(d, wk):
+    """``out[c] = sum_j d[c - j] @ wk[j]^T``; ``d[N, L, O]``, ``wk[3, I, O]`` -> ``[N, L+2, I]``."""
+    n, length, cout = d.shape
+    s = (d.reshape(n * length, cout) @ wk.transpose(2, 0, 1).reshape(cout, -1)).reshape(
+        n, length, 3, -1
+    )
+    return sum(jnp.pad(s[:, :, j], ((0, 0), (j, 2 - j), (0, 0))) for j in range(3))
 
 
 # Winograd F(4x4, 3x3) (Lavin & Gray 2016): Y = AT [(G g G^T) * (BT d B)] A per 6x6 input tile.
@@ -309,9 +353,13 @@ def _winograd_conv3x3(xp, w):
 
 
 def _row_gemm_ok(wshape) -> bool:
-    """Whether a stride-1 conv's gradients are taken through :func:`_row_gemm_conv`."""
+    """Whether a stride-1 conv's gradients are taken through :func:`_row_gemm_conv`.
+
+    3×3 kernels (the residual convs) and 2×2 ones (the phases of :class:`UpConv`) with >= 64
+    channels both ways.
+    """
     kh, kw, cin, cout = wshape
-    return (kh, kw) == (3, 3) and min(cin, cout) >= 64
+    return kh == kw and kh in (2, 3) and min(cin, cout) >= 64
 
 
 def _row_gemm_conv(xp, w):
@@ -322,9 +370,10 @@ def _row_gemm_conv(xp, w):
     gives, for each column, the contribution of all ``kw`` taps; the output sums tap ``j``'s
     block shifted by ``j`` columns. Its forward is not used (XLA's convolution is faster); its
     autodiff backward is: ``dx`` and ``dw`` become ``2·kh`` large GEMMs over ``N·oh·Wp`` rows,
-    with no per-tap copies of the input. For the 3×3 residual convs of the CycleGAN generator
-    (128 channels) that is 16–25 % faster than XLA's input gradient plus per-tap GEMMs
-    (docs/cyclegan.md).
+    with no per-tap copies of the input. For 3×3 convs with 128 channels that was 16–25 %
+    faster than XLA's input gradient plus per-tap GEMMs (docs/cyclegan.md); those now take
+    Winograd gradients, and this serves 64-channel 3×3 convs and the 2×2 phases of
+    :class:`UpConv`.
     """
     n, hp, wp, cin = xp.shape
     kh, kw, _, cout = w.shape
