@@ -466,21 +466,22 @@ def layer_table(size: int, batch: int, clock, reps: int) -> None:
 def time_pair(jax_side, torch_side, *, steps: int, reps: int, clock=time.perf_counter):
     """(JAX steps/s, PyTorch steps/s, ratio): medians over ``reps`` pairs of timed windows.
 
-    The two frameworks alternate window by window (after 2 warm-up steps each), and the
-    ratio is the median of the per-pair ratios, so that drift in the machine's speed (a
-    shared VM varies by ±5 % over minutes) affects both sides of each ratio alike.
+    The two frameworks alternate window by window, and the ratio is the median of the
+    per-pair ratios, so that drift in the machine's speed (a shared VM varies by ±5 % over
+    minutes) affects both sides of each ratio alike. Each window starts with one untimed
+    step: the first step after the other framework ran is slower (at 128 px, JAX's first
+    step after a PyTorch step took 8 s instead of 5.7 s: its ~0.9 M page faults per step
+    cost more), and training never switches frameworks.
     """
 
     def window(run, sync):
+        sync(run())
         t = clock()
         for _ in range(steps):
             m = run()
         sync(m)
         return steps / (clock() - t)
 
-    for run, sync in (jax_side, torch_side):
-        for _ in range(2):
-            sync(run())
     pairs = [(window(*jax_side), window(*torch_side)) for _ in range(reps)]
     j, t = (statistics.median(p[i] for p in pairs) for i in (0, 1))
     return j, t, statistics.median(a / b for a, b in pairs)

@@ -88,9 +88,8 @@ def _torch_grads(fn, x, w, cot):
 
 
 # (cin, cout, kernel, stride, pad, size): every path of layers.conv2d (stride 1 with
-# cout >= cin and cout < cin, 3x3 and 2x2 with >= 64 channels by row GEMMs, >= 128 by
-# Winograd forward and row GEMMs, stride 2 space-to-depth, odd padded size and stride 3
-# falling back to XLA's).
+# cout >= cin and cout < cin, 2x2, 3x3 with >= 64 channels by row GEMMs, >= 128 by
+# Winograd, stride 2 space-to-depth, odd padded size and stride 3 falling back to XLA's).
 @pytest.mark.parametrize(
     "cin,cout,kernel,stride,pad,size",
     [(3, 6, 3, 1, 1, 9), (6, 3, 3, 1, 1, 9), (64, 72, 3, 1, 1, 5), (128, 128, 3, 1, 1, 6),

@@ -189,8 +189,8 @@ def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
       differences): the input gradient is a 3×3 conv with the flipped kernel
       (:func:`_winograd_input_grad`), the kernel gradient the autodiff of the Winograd
       forward (36 GEMMs over the tiles, 4x fewer multiply-adds than per-tap GEMMs);
-    * other stride-1 3×3 and 2×2 convs with >= 64 channels take both gradients as one GEMM
-      per kernel row (:func:`_row_gemm_conv`).
+    * other stride-1 3×3 convs with >= 64 channels take both gradients as one GEMM per
+      kernel row (:func:`_row_gemm_conv`).
     """
     return _conv_forward(x, w, stride, padding)
 
@@ -353,13 +353,9 @@ def _winograd_conv3x3(xp, w):
 
 
 def _row_gemm_ok(wshape) -> bool:
-    """Whether a stride-1 conv's gradients are taken through :func:`_row_gemm_conv`.
-
-    3×3 kernels (the residual convs) and 2×2 ones (the phases of :class:`UpConv`) with >= 64
-    channels both ways.
-    """
+    """Whether a stride-1 conv's gradients are taken through :func:`_row_gemm_conv`."""
     kh, kw, cin, cout = wshape
-    return kh == kw and kh in (2, 3) and min(cin, cout) >= 64
+    return (kh, kw) == (3, 3) and min(cin, cout) >= 64
 
 
 def _row_gemm_conv(xp, w):
@@ -372,8 +368,7 @@ def _row_gemm_conv(xp, w):
     autodiff backward is: ``dx`` and ``dw`` become ``2·kh`` large GEMMs over ``N·oh·Wp`` rows,
     with no per-tap copies of the input. For 3×3 convs with 128 channels that was 16–25 %
     faster than XLA's input gradient plus per-tap GEMMs (docs/cyclegan.md); those now take
-    Winograd gradients, and this serves 64-channel 3×3 convs and the 2×2 phases of
-    :class:`UpConv`.
+    Winograd gradients, and this serves 3×3 convs with 64 to 127 channels.
     """
     n, hp, wp, cin = xp.shape
     kh, kw, _, cout = w.shape
