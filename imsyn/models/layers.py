@@ -301,10 +301,10 @@ _WINO_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1,
 _WINO_CHUNK = 4096  # output pixels per chunk: keeps the 2.25x larger transformed input in cache
 
 
-def _kron(m) -> np.ndarray:
-    """``M ⊗ M`` in float32: the 2-D transform ``M t M^T`` of a flattened tile as one matrix."""
+def _kron(m, dtype) -> jax.Array:
+    """``M ⊗ M``: the 2-D transform ``M t M^T`` of a flattened tile as one matrix."""
     m = np.asarray(m, np.float64)
-    return np.kron(m, m).astype(np.float32)
+    return jnp.asarray(np.kron(m, m), dtype)
 
 
 def _winograd_ok(wshape) -> bool:
@@ -331,14 +331,14 @@ def _winograd_conv3x3(xp, w):
     oh, ow = hp - 2, wp - 2
     th, tw = -(-oh // 4), -(-ow // 4)
     xp = jnp.pad(xp, ((0, 0), (0, 4 * th + 2 - hp), (0, 4 * tw + 2 - wp), (0, 0)))
-    u = (_kron(_WINO_G) @ w.reshape(9, cin * cout)).reshape(36, cin, cout)
+    u = (_kron(_WINO_G, w.dtype) @ w.reshape(9, cin * cout)).reshape(36, cin, cout)
 
     def chunk(xc):
         m = xc.shape[0]
         d = [xc[:, k : k + 4 * th : 4, j : j + 4 * tw : 4] for k in range(6) for j in range(6)]
-        v = (_kron(_WINO_BT) @ jnp.stack(d).reshape(36, -1)).reshape(36, m * th * tw, cin)
+        v = (_kron(_WINO_BT, xc.dtype) @ jnp.stack(d).reshape(36, -1)).reshape(36, m * th * tw, cin)
         prod = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))))  # [36, tiles, O]
-        y = (_kron(_WINO_AT) @ prod.reshape(36, -1)).reshape(4, 4, m, th, tw, cout)
+        y = (_kron(_WINO_AT, prod.dtype) @ prod.reshape(36, -1)).reshape(4, 4, m, th, tw, cout)
         return y.transpose(2, 3, 0, 4, 1, 5).reshape(m, 4 * th, 4 * tw, cout)
 
     per = max(1, _WINO_CHUNK // (16 * th * tw))
