@@ -6,9 +6,7 @@ python sweep.py --config=configs/<exp>.py[:preset] --sweep=<name> --workdir=runs
 
 import sys
 
-from imsyn.runtime import keep_freed_memory
 from imsyn.training.sweep import main
 
 if __name__ == "__main__":
-    keep_freed_memory()
     sys.exit(main(sys.argv))

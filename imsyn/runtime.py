@@ -4,15 +4,11 @@
   ``$XDG_CACHE_HOME/imsyn``, else ``~/.cache/imsyn``).
 * :func:`enable_compilation_cache` — JAX's persistent compilation cache under
   ``cache_dir()/jax`` so that a second run of the same command does not recompile.
-* :func:`keep_freed_memory` — glibc malloc settings for long training processes (called
-  first thing by train.py, eval.py and sweep.py, never on import).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 from pathlib import Path
 
 _ENABLED = False
@@ -49,30 +45,3 @@ def enable_compilation_cache() -> Path | None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         _ENABLED = True
     return path
-
-
-def keep_freed_memory() -> bool:
-    """Asks glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
-
-    XLA:CPU allocates a step's temporaries as one large buffer and frees it after the step.
-    glibc serves such blocks with ``mmap`` and returns them with ``munmap``, so every step
-    touches fresh pages: ~130 k page faults per CycleGAN step at 64 px (batch 16), ~0.9 M
-    at 128 px. With one heap, no ``mmap`` blocks and trimming only above 2 GiB, the faults
-    stop and the 64 px step takes ~6 % less time (docs/cyclegan.md); the price is that the
-    process keeps its peak memory. Process-wide, so only for processes that imsyn starts:
-    train.py, eval.py and sweep.py call it before anything large is allocated.
-    ``IMSYN_KEEP_FREED_MEMORY=0`` turns it off; elsewhere than Linux/glibc it does nothing.
-
-    Returns whether the settings were applied.
-    """
-    if os.environ.get("IMSYN_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith(
-        "linux"
-    ):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # <malloc.h>
-    settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2**31 - 1))
-    return all(mallopt(option, value) == 1 for option, value in settings)
