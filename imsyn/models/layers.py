@@ -308,7 +308,8 @@ def _kron(m, dtype) -> jax.Array:
 
 
 def _winograd_ok(wshape) -> bool:
-    """Whether a stride-1 conv's forward is taken by :func:`_winograd_conv3x3`."""
+    """Whether a stride-1 conv runs by :func:`_winograd_conv3x3` (forward; and both gradients
+    when its padding is 0 or 1 pixel, see :func:`_conv2d_bwd`)."""
     kh, kw, cin, cout = wshape
     return (kh, kw) == (3, 3) and min(cin, cout) >= 128
 
