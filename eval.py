@@ -2,7 +2,10 @@
 
 import sys
 
-from imsyn.experiments import main
+from imsyn.runtime import keep_freed_memory
 
 if __name__ == "__main__":
+    keep_freed_memory()  # first: before any thread allocates
+    from imsyn.experiments import main
+
     sys.exit(main(sys.argv, "eval"))

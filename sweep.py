@@ -6,7 +6,10 @@ python sweep.py --config=configs/<exp>.py[:preset] --sweep=<name> --workdir=runs
 
 import sys
 
-from imsyn.training.sweep import main
+from imsyn.runtime import keep_freed_memory
 
 if __name__ == "__main__":
+    keep_freed_memory()  # first: before any thread allocates
+    from imsyn.training.sweep import main
+
     sys.exit(main(sys.argv))

@@ -13,13 +13,18 @@ same optimizer (Adam), and time whole training steps:
   batch 16 and 256 px at batch 1 (64-wide networks; 3/6/9 residual blocks; Patch
   discriminator, the 70×70 one at 256 px).
 
-Steps/s are the median of ``--reps`` timed windows after a warm-up, the two frameworks'
-windows alternating; JAX compile time is reported separately. ``ratio`` = JAX steps/s ÷
+Each framework runs in a process of its own (as in training: one heap per framework, see
+``_worker``). Steps/s are the median of ``--reps`` timed windows after a warm-up, the two
+processes' windows alternating; JAX compile time is reported separately. ``ratio`` = JAX steps/s ÷
 PyTorch steps/s (> 1: imsyn is faster), the median of the per-pair ratios.
 
     python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
     python benchmarks/gan_step.py --pin-core=0 --threads=1   # both on one core
     python benchmarks/gan_step.py --pin-core=0 --threads=1 --layers=128   # per-layer table
+
+Both processes run with imsyn's malloc settings (:func:`imsyn.runtime.keep_freed_memory`,
+which train.py applies: freed memory is reused instead of being faulted in again every step);
+``--default-malloc`` leaves glibc's defaults, under which both lose time to page faults.
 
 Single-core comparisons need ``--pin-core``: with ``--threads=1`` alone XLA still runs
 independent operations concurrently on a second thread (its inter-op pool), so JAX used up
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -463,28 +469,122 @@ def layer_table(size: int, batch: int, clock, reps: int) -> None:
 # --------------------------------------------------------------------------- timing
 
 
-def time_pair(jax_side, torch_side, *, steps: int, reps: int, clock=time.perf_counter):
+def time_pair(jax_window, torch_window, *, reps: int):
     """(JAX steps/s, PyTorch steps/s, ratio): medians over ``reps`` pairs of timed windows.
 
-    The two frameworks alternate window by window, and the ratio is the median of the
-    per-pair ratios, so that drift in the machine's speed (a shared VM varies by ±5 % over
-    minutes) affects both sides of each ratio alike. Each window starts with one untimed
-    step: the first step after the other framework ran is slower (at 128 px, JAX's first
-    step after a PyTorch step took 8 s instead of 5.7 s: its ~0.9 M page faults per step
-    cost more), and training never switches frameworks.
+    ``*_window()`` runs one window in that framework's process and returns its steps/s and
+    page faults per step (also returned, as medians, after the ratio). The
+    two frameworks alternate window by window, and the ratio is the median of the per-pair
+    ratios, so that drift in the machine's speed (a shared VM varies by ±5 % over minutes)
+    affects both sides of each ratio alike.
     """
+    pairs = [(jax_window(), torch_window()) for _ in range(reps)]
+    j, t, jf, tf = (statistics.median(p[i][k] for p in pairs) for k in (0, 1) for i in (0, 1))
+    return j, t, statistics.median(a[0] / b[0] for a, b in pairs), jf, tf
 
-    def window(run, sync):
+
+def _setup_process(opts: dict) -> None:
+    """Process settings shared by the main process and both workers (before jax/torch)."""
+    if not opts["default_malloc"]:
+        from imsyn.runtime import keep_freed_memory
+
+        keep_freed_memory()  # before jax and torch start their threads
+    if opts["pin_core"] is not None:
+        os.sched_setaffinity(0, {opts["pin_core"]})
+    if opts["threads"]:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + f" --xla_cpu_multi_thread_eigen={str(opts['threads'] > 1).lower()}"
+            + f" intra_op_parallelism_threads={opts['threads']}"
+        )
+        import torch
+
+        torch.set_num_threads(opts["threads"])
+    from imsyn.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
+def _worker(conn, framework: str, name: str, opts: dict) -> None:
+    """One framework's side of one case, in its own process: builds the step, then runs
+    timed windows on request (``"window"`` -> steps/s and page faults per step; ``"stop"``
+    ends it).
+
+    After the first step, untimed steps run until the page faults per step stop dropping
+    (at most 10): with :func:`imsyn.runtime.keep_freed_memory` the heap grows for a few steps
+    until it holds what a step needs, and on this VM first touches of memory are slow. Each
+    window starts with one untimed step. A process of its own gives each framework its own
+    heap: in one process the other framework's allocations land in the memory one step
+    freed, and the next step faults fresh pages in again (training never switches
+    frameworks).
+    """
+    _setup_process(opts)
+    import jax.numpy as jnp
+
+    kind, size, batch, n_blocks, disc = CASES[name]
+    xa, xb = load_batch(Path(opts["data"]), size, batch, np.random.default_rng(0))
+    if kind == "cyclegan":
+        nets, run, sync = jax_cyclegan(size, batch, n_blocks, disc, xa, xb)
+        if framework == "torch":
+            run, sync, check = torch_cyclegan(nets, n_blocks, disc, xa, xb)
+        g_out = np.asarray(nets[0](jnp.asarray(xa)))
+    else:
+        nets, run, sync = jax_dcgan(size, batch, xa)
+        if framework == "torch":
+            run, sync = torch_dcgan(nets, xa)
+        g_out = None
+    ready = {}
+    if framework == "torch" and g_out is not None:
+        ready["g_err"] = float(check(g_out))  # same weights: do the generators agree?
+    clock = time.process_time if opts["cpu_time"] else time.perf_counter
+    t0 = time.perf_counter()
+    sync(run())  # JAX: compile + first step
+    ready["first_step_s"] = time.perf_counter() - t0
+    faults = [_faults(lambda: sync(run())) for _ in range(2)]
+    while len(faults) < 10 and faults[-1] < 0.9 * faults[-2]:
+        faults.append(_faults(lambda: sync(run())))  # the heap still grows: not steady yet
+    conn.send(ready)
+    while conn.recv() == "window":
         sync(run())
-        t = clock()
-        for _ in range(steps):
+        f0, t = _minflt(), clock()
+        for _ in range(opts["steps"]):
             m = run()
         sync(m)
-        return steps / (clock() - t)
+        conn.send((opts["steps"] / (clock() - t), (_minflt() - f0) / opts["steps"]))
+    conn.close()
 
-    pairs = [(window(*jax_side), window(*torch_side)) for _ in range(reps)]
-    j, t = (statistics.median(p[i] for p in pairs) for i in (0, 1))
-    return j, t, statistics.median(a / b for a, b in pairs)
+
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _faults(step) -> int:
+    f0 = _minflt()
+    step()
+    return _minflt() - f0
+
+
+def _start(framework: str, name: str, opts: dict):
+    """A worker process for one side; returns (ready message, window callable, stop)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe()
+    proc = ctx.Process(target=_worker, args=(there, framework, name, opts), daemon=True)
+    proc.start()
+    if not here.poll(3600):
+        sys.exit(f"gan_step.py: error: the {framework} worker for {name} did not start")
+    ready = here.recv()
+
+    def window():
+        here.send("window")
+        return here.recv()
+
+    def stop():
+        here.send("stop")
+        proc.join()
+
+    return ready, window, stop
 
 
 def main(argv=None) -> int:
@@ -521,30 +621,26 @@ def main(argv=None) -> int:
         help="instead of whole steps, time each layer of the networks at this image size "
         "(batch 16): forward and forward+backward, JAX vs PyTorch",
     )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc malloc as it is (default: imsyn.runtime.keep_freed_memory, as "
+        "train.py does; process-wide, so both frameworks run with it)",
+    )
     args = p.parse_args(argv)
-    if args.pin_core is not None:
-        os.sched_setaffinity(0, {args.pin_core})
-    if args.threads:
-        os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "")
-            + f" --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()}"
-            + f" intra_op_parallelism_threads={args.threads}"
-        )
-
-    import jax
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.process_time if args.cpu_time else time.perf_counter
-
-    from imsyn.runtime import enable_compilation_cache
-
-    enable_compilation_cache()
+    opts = {
+        "default_malloc": args.default_malloc,
+        "pin_core": args.pin_core,
+        "threads": args.threads,
+        "cpu_time": args.cpu_time,
+        "data": args.data,
+    }
     if args.layers:
+        _setup_process(opts)
+        clock = time.process_time if args.cpu_time else time.perf_counter
         layer_table(args.layers, 16, clock, args.reps or 3)
         return 0
-    data = Path(args.data)
+    load_batch(Path(args.data), 8, 1, np.random.default_rng(0))  # exits if the data is missing
     names = [n for n in args.only.split(",") if n] or list(CASES)
     bad = [n for n in names if n not in CASES]
     if bad:
@@ -553,33 +649,34 @@ def main(argv=None) -> int:
         names = [n for n in names if n != "cyclegan256"]
     steps = args.steps or (3 if args.quick else 8)
     reps = args.reps or (2 if args.quick else 3)
+    from importlib.metadata import version
+
     print(
-        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {os.cpu_count()} CPUs; "
-        f"{reps} windows x {steps} steps, median, {'CPU' if args.cpu_time else 'wall'} time",
+        f"jax {version('jax')}, torch {version('torch')} (CPU, {args.threads or 'default'} "
+        f"threads{f', pinned to CPU {args.pin_core}' if args.pin_core is not None else ''}), "
+        f"{os.cpu_count()} CPUs; each framework in its own process; {reps} windows x {steps} "
+        f"steps, median, {'CPU' if args.cpu_time else 'wall'} time; malloc: "
+        f"{'glibc defaults' if args.default_malloc else 'imsyn keep_freed_memory'}",
         flush=True,
     )
+    opts["steps"] = steps
     rows = []
-    rng = np.random.default_rng(0)
     for name in names:
-        kind, size, batch, n_blocks, disc = CASES[name]
-        xa, xb = load_batch(data, size, batch, rng)
-        if kind == "cyclegan":
-            nets, jrun, jsync = jax_cyclegan(size, batch, n_blocks, disc, xa, xb)
-            trun, tsync, check = torch_cyclegan(nets, n_blocks, disc, xa, xb)
-            import jax.numpy as jnp
-
-            err = check(np.asarray(nets[0](jnp.asarray(xa))))
-            print(f"{name}: |G_jax - G_torch| max = {err:.2e} (same weights)", flush=True)
-        else:
-            nets, jrun, jsync = jax_dcgan(size, batch, xa)
-            trun, tsync = torch_dcgan(nets, xa)  # copies the weights before JAX donates them
-        t0 = time.perf_counter()
-        jsync(jrun())  # compile + first step
-        compile_s = time.perf_counter() - t0
-        j, t, ratio = time_pair((jrun, jsync), (trun, tsync), steps=steps, reps=reps, clock=clock)
+        _, size, batch, *_ = CASES[name]
+        jax_ready, jax_window, jax_stop = _start("jax", name, opts)
+        torch_ready, torch_window, torch_stop = _start("torch", name, opts)
+        if "g_err" in torch_ready:
+            print(f"{name}: |G_jax - G_torch| max = {torch_ready['g_err']:.2e} (same weights)")
+        j, t, ratio, jf, tf = time_pair(jax_window, torch_window, reps=reps)
+        jax_stop()
+        torch_stop()
+        compile_s = jax_ready["first_step_s"]
         rows.append((name, size, batch, compile_s, 1e3 / j, 1e3 / t, j, t, ratio))
-        print(f"{name}: jax {1e3 / j:.0f} ms/step, torch {1e3 / t:.0f} ms/step", flush=True)
+        print(
+            f"{name}: jax {1e3 / j:.0f} ms/step ({jf:.0f} page faults/step), "
+            f"torch {1e3 / t:.0f} ms/step ({tf:.0f})",
+            flush=True,
+        )
 
     print()
     print(
