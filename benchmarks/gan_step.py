@@ -41,7 +41,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from imsyn.runtime import keep_freed_memory
+
+# First, in the main process and in each worker (a spawned worker imports this module before
+# anything else): glibc applies the one-heap setting only if no thread has allocated yet.
+if "--default-malloc" in sys.argv[1:]:
+    os.environ["IMSYN_KEEP_FREED_MEMORY"] = "0"  # inherited by the workers
+_MALLOC = "imsyn keep_freed_memory" if keep_freed_memory() else "glibc defaults"
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -485,10 +493,6 @@ def time_pair(jax_window, torch_window, *, reps: int):
 
 def _setup_process(opts: dict) -> None:
     """Process settings shared by the main process and both workers (before jax/torch)."""
-    if not opts["default_malloc"]:
-        from imsyn.runtime import keep_freed_memory
-
-        keep_freed_memory()  # before jax and torch start their threads
     if opts["pin_core"] is not None:
         os.sched_setaffinity(0, {opts["pin_core"]})
     if opts["threads"]:
@@ -507,8 +511,8 @@ def _setup_process(opts: dict) -> None:
 
 def _worker(conn, framework: str, name: str, opts: dict) -> None:
     """One framework's side of one case, in its own process: builds the step, then runs
-    timed windows on request (``"window"`` -> steps/s and page faults per step; ``"stop"``
-    ends it).
+    timed windows on request (``"window"`` -> steps/s and page faults per step; ``"stop"`` ->
+    peak memory, and ends it).
 
     After the first step, untimed steps run until the page faults per step stop dropping
     (at most 10): with :func:`imsyn.runtime.keep_freed_memory` the heap grows for a few steps
@@ -551,6 +555,7 @@ def _worker(conn, framework: str, name: str, opts: dict) -> None:
             m = run()
         sync(m)
         conn.send((opts["steps"] / (clock() - t), (_minflt() - f0) / opts["steps"]))
+    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)  # GiB
     conn.close()
 
 
@@ -580,9 +585,11 @@ def _start(framework: str, name: str, opts: dict):
         here.send("window")
         return here.recv()
 
-    def stop():
+    def stop():  # -> the worker's peak memory (GiB)
         here.send("stop")
+        rss = here.recv()
         proc.join()
+        return rss
 
     return ready, window, stop
 
@@ -624,12 +631,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--default-malloc",
         action="store_true",
-        help="leave glibc malloc as it is (default: imsyn.runtime.keep_freed_memory, as "
-        "train.py does; process-wide, so both frameworks run with it)",
+        help="leave glibc malloc as it is (default: imsyn.runtime.keep_freed_memory in both "
+        "frameworks' processes, as train.py does)",
     )
     args = p.parse_args(argv)
     opts = {
-        "default_malloc": args.default_malloc,
         "pin_core": args.pin_core,
         "threads": args.threads,
         "cpu_time": args.cpu_time,
@@ -655,8 +661,7 @@ def main(argv=None) -> int:
         f"jax {version('jax')}, torch {version('torch')} (CPU, {args.threads or 'default'} "
         f"threads{f', pinned to CPU {args.pin_core}' if args.pin_core is not None else ''}), "
         f"{os.cpu_count()} CPUs; each framework in its own process; {reps} windows x {steps} "
-        f"steps, median, {'CPU' if args.cpu_time else 'wall'} time; malloc: "
-        f"{'glibc defaults' if args.default_malloc else 'imsyn keep_freed_memory'}",
+        f"steps, median, {'CPU' if args.cpu_time else 'wall'} time; malloc: {_MALLOC}",
         flush=True,
     )
     opts["steps"] = steps
@@ -668,13 +673,12 @@ def main(argv=None) -> int:
         if "g_err" in torch_ready:
             print(f"{name}: |G_jax - G_torch| max = {torch_ready['g_err']:.2e} (same weights)")
         j, t, ratio, jf, tf = time_pair(jax_window, torch_window, reps=reps)
-        jax_stop()
-        torch_stop()
+        jax_rss, torch_rss = jax_stop(), torch_stop()
         compile_s = jax_ready["first_step_s"]
         rows.append((name, size, batch, compile_s, 1e3 / j, 1e3 / t, j, t, ratio))
         print(
-            f"{name}: jax {1e3 / j:.0f} ms/step ({jf:.0f} page faults/step), "
-            f"torch {1e3 / t:.0f} ms/step ({tf:.0f})",
+            f"{name}: jax {1e3 / j:.0f} ms/step ({jf:.0f} page faults/step, peak memory "
+            f"{jax_rss:.1f} GiB), torch {1e3 / t:.0f} ms/step ({tf:.0f}, {torch_rss:.1f} GiB)",
             flush=True,
         )
 
