@@ -9,7 +9,7 @@ import sys
 from imsyn.runtime import keep_freed_memory
 
 if __name__ == "__main__":
-    keep_freed_memory()  # first: before any thread allocates
+    keep_freed_memory()  # if IMSYN_KEEP_FREED_MEMORY=1; first, before any thread allocates
     from imsyn.training.sweep import main
 
     sys.exit(main(sys.argv))

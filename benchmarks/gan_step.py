@@ -22,9 +22,9 @@ PyTorch steps/s (> 1: imsyn is faster), the median of the per-pair ratios.
     python benchmarks/gan_step.py --pin-core=0 --threads=1   # both on one core
     python benchmarks/gan_step.py --pin-core=0 --threads=1 --layers=128   # per-layer table
 
-Both processes run with imsyn's malloc settings (:func:`imsyn.runtime.keep_freed_memory`,
-which train.py applies: freed memory is reused instead of being faulted in again every step);
-``--default-malloc`` leaves glibc's defaults, under which both lose time to page faults.
+``--keep-freed-memory`` runs both processes with imsyn's opt-in malloc settings
+(:func:`imsyn.runtime.keep_freed_memory`: freed memory is reused instead of being faulted in
+again every step); by default both run with glibc's defaults, as train.py does.
 
 Single-core comparisons need ``--pin-core``: with ``--threads=1`` alone XLA still runs
 independent operations concurrently on a second thread (its inter-op pool), so JAX used up
@@ -45,8 +45,8 @@ from imsyn.runtime import keep_freed_memory
 
 # First, in the main process and in each worker (a spawned worker imports this module before
 # anything else): glibc applies the one-heap setting only if no thread has allocated yet.
-if "--default-malloc" in sys.argv[1:]:
-    os.environ["IMSYN_KEEP_FREED_MEMORY"] = "0"  # inherited by the workers
+if "--keep-freed-memory" in sys.argv[1:]:
+    os.environ["IMSYN_KEEP_FREED_MEMORY"] = "1"  # inherited by the workers
 _MALLOC = "imsyn keep_freed_memory" if keep_freed_memory() else "glibc defaults"
 
 import numpy as np  # noqa: E402
@@ -515,8 +515,8 @@ def _worker(conn, framework: str, name: str, opts: dict) -> None:
     peak memory, and ends it).
 
     After the first step, untimed steps run until the page faults per step stop dropping
-    (at most 10): with :func:`imsyn.runtime.keep_freed_memory` the heap grows for a few steps
-    until it holds what a step needs, and on this VM first touches of memory are slow. Each
+    (at most 10): with ``--keep-freed-memory`` the heap grows for a few steps until it holds
+    what a step needs, and on this VM first touches of memory are slow. Each
     window starts with one untimed step. A process of its own gives each framework its own
     heap: in one process the other framework's allocations land in the memory one step
     freed, and the next step faults fresh pages in again (training never switches
@@ -629,10 +629,10 @@ def main(argv=None) -> int:
         "(batch 16): forward and forward+backward, JAX vs PyTorch",
     )
     p.add_argument(
-        "--default-malloc",
+        "--keep-freed-memory",
         action="store_true",
-        help="leave glibc malloc as it is (default: imsyn.runtime.keep_freed_memory in both "
-        "frameworks' processes, as train.py does)",
+        help="both frameworks' processes with imsyn.runtime.keep_freed_memory (what train.py "
+        "does with IMSYN_KEEP_FREED_MEMORY=1; default: glibc's malloc as it is)",
     )
     args = p.parse_args(argv)
     opts = {

@@ -4,7 +4,7 @@
   ``$XDG_CACHE_HOME/imsyn``, else ``~/.cache/imsyn``).
 * :func:`enable_compilation_cache` — JAX's persistent compilation cache under
   ``cache_dir()/jax`` so that a second run of the same command does not recompile.
-* :func:`keep_freed_memory` — glibc malloc settings for long training processes (called
+* :func:`keep_freed_memory` — opt-in glibc malloc settings for training processes (called
   first thing by train.py, eval.py and sweep.py, never on import).
 """
 
@@ -52,23 +52,26 @@ def enable_compilation_cache() -> Path | None:
 
 
 def keep_freed_memory() -> bool:
-    """Asks glibc's malloc to keep freed memory for reuse instead of returning it to the OS.
+    """Opt-in (``IMSYN_KEEP_FREED_MEMORY=1``): glibc's malloc keeps freed memory for reuse.
 
     XLA:CPU allocates a step's temporaries as one large buffer and frees it after the step.
     glibc serves such blocks with ``mmap`` and returns them with ``munmap``, so every step
     touches fresh pages: ~10 k page faults per step of the main job (32 px), ~0.9 M (a 3.7 GB
     buffer) per CycleGAN step at 128 px, batch 16. With one heap (XLA's worker threads would
     otherwise allocate from per-thread heaps, which still ``mmap`` large blocks), no ``mmap``
-    blocks and no trimming of the heap, the faults stop: the main job runs ~30 % more steps
-    per second and the 128 px step takes ~23 % less time (docs/cyclegan.md). The price is that
-    the process keeps its peak memory until it exits. Process-wide, so only for processes that
-    imsyn starts: train.py, eval.py and sweep.py call it before anything else is imported
-    (threads that allocated earlier would keep heaps of their own).
-    ``IMSYN_KEEP_FREED_MEMORY=0`` turns it off; elsewhere than Linux/glibc it does nothing.
+    blocks and no trimming of the heap, the faults stop: when the step comes from the
+    persistent compilation cache, the main job runs 20-30 % more steps per second and the
+    128 px step takes ~20 % less time. But when XLA compiles in the process, the compiler's
+    allocations fragment the single heap and the main job runs ~12 % *slower*; and the
+    process keeps its peak memory (8.4 instead of 5.2 GB at 128 px). Hence off by default;
+    numbers in docs/cyclegan.md. Process-wide, so only for processes that imsyn starts:
+    train.py, eval.py and sweep.py call it before anything else is imported (threads that
+    allocated earlier would keep heaps of their own). Elsewhere than Linux/glibc it does
+    nothing.
 
     Returns whether the settings were applied.
     """
-    if os.environ.get("IMSYN_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith(
+    if os.environ.get("IMSYN_KEEP_FREED_MEMORY", "0") != "1" or not sys.platform.startswith(
         "linux"
     ):
         return False
