@@ -24,6 +24,8 @@ TASKS = {
     "stylize": ("stylize", "A4: neural style transfer (Gatys et al.) on VGG-19"),
     "convert-weights": ("convert_weights", "A4: convert torchvision/Keras VGG-19 weights"),
     "edit": ("edit", "A5: GAN photo editing: project, interpolate, draw"),
+    "fid": ("fid", "FID and KID between two image folders (Inception-v3 when fetched)"),
+    "weights": ("weights", "pretrained networks: list, fetch (sha256-checked) into the cache"),
 }
 
 

@@ -25,3 +25,19 @@ def photo() -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def pretrained():
+    """``pretrained(name) -> Path`` of a fetched, verified network (vgg19, inception_fid,
+    lpips_vgg16). Fails, never skips, when it is missing: the README's test command fetches
+    them first (``python -m imsyn weights fetch all``)."""
+    from imsyn import weights
+
+    def get(name: str):
+        path = weights.cached(name)
+        if path is None:
+            pytest.fail(f"{name} weights are not in the cache: run `python -m imsyn weights fetch all`")
+        return path
+
+    return get
