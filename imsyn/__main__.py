@@ -29,12 +29,15 @@ TASKS = {
 }
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; only ``task``'s module is imported (the others are just listed)."""
     parser = argparse.ArgumentParser(prog="imsyn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     for name, (mod_name, help_text) in TASKS.items():
-        mod = importlib.import_module(f"imsyn.cli.{mod_name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != task:
+            continue
+        mod = importlib.import_module(f"imsyn.cli.{mod_name}")
         if hasattr(mod, "add_task_arguments"):
             mod.add_task_arguments(name, p)
         else:
@@ -46,7 +49,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from imsyn.errors import ImsynError
 
-    parser = _build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    task = next((a for a in argv if not a.startswith("-")), None)
+    parser = _build_parser(task if task in TASKS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "task", None):
         parser.print_help()
