@@ -158,8 +158,10 @@ class _TorchUnpickler(_Restricted):
     def find_class(self, module, name):
         if module.startswith("__torch__"):
             return type(name, (_ScriptObject,), {})
-        if module == "torch" and name.endswith("Storage") and (
-            name in _STORAGE_DTYPES or name == "BFloat16Storage"
+        if (
+            module == "torch"
+            and name.endswith("Storage")
+            and (name in _STORAGE_DTYPES or name == "BFloat16Storage")
         ):
             return _StorageType(name)
         special = {
