@@ -33,7 +33,20 @@ def _numpy_reconstruct(cls, shape, dtype):  # numpy.core.multiarray._reconstruct
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
+def _latin1_bytes(text, encoding="latin1"):  # _codecs.encode: how protocol 2 pickles bytes
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _frombuffer(buf, dtype, shape, order):  # numpy's pickle protocol 5 path
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order).copy()
+
+
 _NUMPY_GLOBALS = {
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _latin1_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): np.ndarray,
@@ -128,7 +141,7 @@ class _ScriptObject:
 def _rebuild_tensor(storage, offset, size, stride, *args):
     size, stride = tuple(size), tuple(stride)
     if not size:
-        return storage[offset].copy()
+        return np.array(storage[offset])
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
         storage[offset:],
