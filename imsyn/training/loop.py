@@ -382,7 +382,7 @@ def fit(config, workdir: str | os.PathLike, task: Task):
         if primary:
             grids = task.samples(state)
             write_samples(workdir / "samples", at, grids)
-            events.images(at, grids)
+            events.write_images(at, grids)
             plot_losses(read_metrics(log.path), workdir / "plots" / "losses.png", title=config.name)
 
     bar = Progress(config.num_steps, desc=f"train {config.name}", unit="step", initial=step)
@@ -411,7 +411,7 @@ def fit(config, workdir: str | os.PathLike, task: Task):
                     record["steps_per_s"] = rate
                     if primary:
                         log.write(record)
-                        events.scalars(step, {k: v for k, v in record.items() if k != "step"})
+                        events.write_scalars(step, {k: v for k, v in record.items() if k != "step"})
                     bar.update(
                         step - bar.n,
                         postfix=" ".join(

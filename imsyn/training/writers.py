@@ -4,10 +4,9 @@
   ``workdir/metrics.jsonl`` (``{"step": 100, "d_loss": ..., "g_loss": ...,
   "steps_per_s": ...}``); on resume it drops lines past the restored step so the
   file never holds two histories.
-* :class:`EventWriter` writes TensorBoard event files
-  (``events.out.tfevents.<time>.<host>``) without TensorFlow: TFRecord framing
-  (little-endian length, masked CRC-32C of length and data) around hand-encoded
-  ``Event``/``Summary`` protocol buffers (scalars and PNG images).
+* :class:`EventWriter` writes TensorBoard event files (``events.out.tfevents.*``)
+  through tensorboardX: ``write_scalars(step, {tag: value})``, ``write_images(step,
+  {tag: image})``.
 * :func:`plot_losses` draws ``plots/losses.png`` (raw curves faint, EMA-smoothed
   curves bold, one panel per metric group) from the metrics log.
 * :func:`write_samples` writes sample grids to ``samples/<name>_<step>.png``.
@@ -17,178 +16,48 @@ Every file except the append-only logs is written atomically.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import socket
-import struct
-import time
 from pathlib import Path
 
 import numpy as np
 
 from imsyn.image import atomic_path, to_uint8, write_image
 
-# ---------------------------------------------------------------- CRC-32C (Castagnoli)
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli polynomial, reflected), as TFRecord uses."""
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord(data: bytes) -> bytes:
-    """One TFRecord: uint64 length, masked crc of length, data, masked crc of data."""
-    length = struct.pack("<Q", len(data))
-    return (
-        length
-        + struct.pack("<I", masked_crc32c(length))
-        + data
-        + struct.pack("<I", masked_crc32c(data))
-    )
-
-
-# ---------------------------------------------------------------- protobuf encoding
-
-
-def _varint(n: int) -> bytes:
-    if n < 0:
-        n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _key(field: int, wire: int) -> bytes:
-    return _varint((field << 3) | wire)
-
-
-def _pb_varint(field: int, n: int) -> bytes:
-    return _key(field, 0) + _varint(n)
-
-
-def _pb_bytes(field: int, data: bytes) -> bytes:
-    return _key(field, 2) + _varint(len(data)) + data
-
-
-def _pb_double(field: int, x: float) -> bytes:
-    return _key(field, 1) + struct.pack("<d", x)
-
-
-def _pb_float(field: int, x: float) -> bytes:
-    return _key(field, 5) + struct.pack("<f", x)
-
-
-def encode_event(
-    *, wall_time: float, step: int, file_version: str | None = None, values: bytes = b""
-) -> bytes:
-    """tensorflow.Event: wall_time=1 (double), step=2 (int64), file_version=3, summary=5."""
-    msg = _pb_double(1, wall_time) + _pb_varint(2, step)
-    if file_version is not None:
-        msg += _pb_bytes(3, file_version.encode())
-    else:
-        msg += _pb_bytes(5, values)  # Summary{repeated Value value = 1}
-    return msg
-
-
-def scalar_value(tag: str, value: float) -> bytes:
-    """Summary.Value{tag=1, simple_value=2} wrapped as a Summary's repeated field 1."""
-    return _pb_bytes(1, _pb_bytes(1, tag.encode()) + _pb_float(2, value))
-
-
-def image_value(tag: str, img: np.ndarray) -> bytes:
-    """Summary.Value{tag=1, image=4: Image{height=1, width=2, colorspace=3, encoded=4}}."""
-    from PIL import Image
-
-    arr = to_uint8(np.asarray(img, np.float32))
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    h, w = arr.shape[:2]
-    channels = arr.shape[2] if arr.ndim == 3 else 1
-    image = (
-        _pb_varint(1, h) + _pb_varint(2, w) + _pb_varint(3, channels) + _pb_bytes(4, buf.getvalue())
-    )
-    return _pb_bytes(1, _pb_bytes(1, tag.encode()) + _pb_bytes(4, image))
+# ---------------------------------------------------------------- TensorBoard
 
 
 class EventWriter:
-    """Appends TensorBoard events to ``<logdir>/events.out.tfevents.<time>.<host>``.
+    """TensorBoard events in ``<logdir>/events.out.tfevents.*`` (tensorboardX, no TensorFlow).
 
-    Each record is flushed on write, so a killed run loses at most the record
-    being written (TensorBoard skips a truncated tail record).
+    A small ``write_scalars``/``write_images`` interface (like clu's metric writers) so the
+    backend can change without touching the loop. Every call is flushed, so a killed run
+    loses at most the event being written (TensorBoard skips a truncated tail record).
     """
 
     def __init__(self, logdir: str | os.PathLike):
+        from tensorboardX import SummaryWriter
+
         Path(logdir).mkdir(parents=True, exist_ok=True)
-        now = time.time()
-        self.path = Path(logdir) / f"events.out.tfevents.{now:.6f}.{socket.gethostname()}"
-        self._f = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-        self._write(encode_event(wall_time=now, step=0, file_version="brain.Event:2"))
+        self._w = SummaryWriter(logdir=str(logdir))
 
-    def _write(self, event: bytes) -> None:
-        self._f.write(tfrecord(event))
-        self._f.flush()
+    def write_scalars(self, step: int, values: dict[str, float]) -> None:
+        for tag, value in values.items():
+            self._w.add_scalar(tag, float(value), global_step=step)
+        self._w.flush()
 
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        summary = b"".join(scalar_value(k, float(v)) for k, v in values.items())
-        self._write(encode_event(wall_time=time.time(), step=step, values=summary))
-
-    def images(self, step: int, images: dict[str, np.ndarray]) -> None:
-        summary = b"".join(image_value(k, v) for k, v in images.items())
-        self._write(encode_event(wall_time=time.time(), step=step, values=summary))
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """``images``: float [H, W, C] in [0, 1] (or uint8), one image per tag."""
+        for tag, img in images.items():
+            arr = (
+                to_uint8(np.asarray(img, np.float32)) if np.asarray(img).dtype != np.uint8 else img
+            )
+            self._w.add_image(tag, arr, global_step=step, dataformats="HWC")
+        self._w.flush()
 
     def close(self) -> None:
-        self._f.close()
-
-
-def read_records(path: str | os.PathLike) -> list[bytes]:
-    """The TFRecord payloads of a file, checking both CRCs; stops at a truncated tail."""
-    data = Path(path).read_bytes()
-    out, pos = [], 0
-    while pos + 12 <= len(data):
-        (n,) = struct.unpack("<Q", data[pos : pos + 8])
-        (crc_len,) = struct.unpack("<I", data[pos + 8 : pos + 12])
-        if crc_len != masked_crc32c(data[pos : pos + 8]):
-            raise ValueError(f"{path}: corrupt record length at byte {pos}")
-        end = pos + 12 + n + 4
-        if end > len(data):
-            break
-        payload = data[pos + 12 : pos + 12 + n]
-        (crc_data,) = struct.unpack("<I", data[end - 4 : end])
-        if crc_data != masked_crc32c(payload):
-            raise ValueError(f"{path}: corrupt record data at byte {pos}")
-        out.append(payload)
-        pos = end
-    return out
+        self._w.close()
 
 
 # ---------------------------------------------------------------- metrics.jsonl
