@@ -107,6 +107,10 @@ def test_emoji_category_and_limit(emoji_cache):
     assert len(src) == 3 and src[0].shape == (16, 16, 3)
     train = set(emoji_keys(split="train"))
     assert src.keys == [k for k in faces if k in train][:3]
+    in_spec = get_source(
+        f"emoji:twemoji?category=faces&limit=3&cache_dir={emoji_cache}", image_size=16
+    )  # options travel with the source string
+    assert in_spec.keys == src.keys
     with pytest.raises(ConfigError, match="unknown emoji category 'dinosaurs'"):
         emoji_keys(category="dinosaurs")
     with pytest.raises(ConfigError, match="emoji style"):
@@ -188,6 +192,12 @@ def test_unknown_specs_and_options(folder):
         get_source(f"folder:{folder}", image_size=16, colour="red")
     with pytest.raises(ConfigError, match="'category' does not apply to folder"):
         get_source(f"folder:{folder}", image_size=16, category="faces")
+    with pytest.raises(ConfigError, match="'category' does not apply to folder"):
+        get_source(f"folder:{folder}?category=faces", image_size=16)
+    with pytest.raises(ConfigError, match="option limit must be an integer >= 1, got 'x'"):
+        get_source("emoji:twemoji?limit=x", image_size=16)
+    with pytest.raises(ConfigError, match="key=value pairs"):
+        get_source("emoji:twemoji?faces", image_size=16)
     with pytest.raises(ConfigError, match="image_size"):
         get_source(f"folder:{folder}", image_size=2)
 

@@ -464,19 +464,58 @@ _SCHEME_OPTS = {
 }
 
 
+_OPT_TYPES = {"limit": int, "skip_corrupt": bool}
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """Splits ``"emoji:twemoji?category=faces&limit=8"`` into the spec and its options.
+
+    Options travel with the source, so overriding ``config.data`` on any preset just works.
+    ``limit`` is an integer, ``skip_corrupt`` ``true``/``false``; the rest are strings.
+
+    Raises:
+      ConfigError: a malformed option (``key=value`` pairs joined by ``&``).
+    """
+    from urllib.parse import parse_qsl
+
+    if not isinstance(spec, str) or "?" not in spec:
+        return spec, {}
+    base, _, query = spec.partition("?")
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise ConfigError(f"{spec!r}: options must be key=value pairs joined by '&'") from None
+    opts = {}
+    for k, v in pairs:
+        kind = _OPT_TYPES.get(k, str)
+        if kind is bool:
+            if v.lower() not in ("true", "false", "1", "0"):
+                raise ConfigError(f"{spec!r}: option {k} must be true or false, got {v!r}")
+            opts[k] = v.lower() in ("true", "1")
+        elif kind is int:
+            if not v.isdigit() or int(v) < 1:
+                raise ConfigError(f"{spec!r}: option {k} must be an integer >= 1, got {v!r}")
+            opts[k] = int(v)
+        else:
+            opts[k] = v
+    return base, opts
+
+
 def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> Source:
     """Builds the image source named by ``spec``.
 
     Args:
       spec: ``emoji:twemoji``, ``emoji:openmoji``, ``folder:/path`` or
-        ``tfds:name[/config]``.
+        ``tfds:name[/config]``, optionally followed by options ``?key=value&...``
+        (e.g. ``emoji:twemoji?category=faces``, ``folder:/data?skip_corrupt=true``).
       image_size: side of the square images delivered.
       split: ``train``/``test``/``all`` for emoji (a deterministic split by code point);
         for folders, a sub-folder of that name when one exists (else the whole folder); for
         TFDS, any split name of the dataset (e.g. ``trainA``, ``testB``).
-      **opts: ``category`` (emoji filter, e.g. ``"faces"``), ``limit`` (emoji: first N keys),
-        ``cache_dir`` (emoji cache folder), ``skip_corrupt`` (folders: skip and count
-        undecodable files instead of failing), ``data_dir`` and ``image_key`` (TFDS).
+      **opts: the same options as keywords (they override those in ``spec``): ``category``
+        (emoji filter, e.g. ``"faces"``), ``limit`` (emoji: first N keys), ``cache_dir``
+        (emoji cache folder), ``skip_corrupt`` (folders: skip and count undecodable files
+        instead of failing), ``data_dir`` and ``image_key`` (TFDS).
 
     Returns:
       A :class:`Source` of ``uint8[image_size, image_size, 3]`` images.
@@ -492,6 +531,9 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
             f"unknown data source {spec!r}; use emoji:twemoji, emoji:openmoji, "
             "folder:/path or tfds:name[/config]"
         )
+    full_spec = spec
+    spec, spec_opts = parse_spec(spec)
+    opts = {**spec_opts, **opts}
     if not isinstance(image_size, int | np.integer) or not 8 <= int(image_size) <= 4096:
         raise ConfigError(f"image_size must be an integer in [8, 4096], got {image_size!r}")
     image_size = int(image_size)
@@ -502,9 +544,11 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
         )
     for k, v in opts.items():
         if k not in _OPTS:
-            raise ConfigError(f"unknown data source option {k!r}; known: {', '.join(_OPTS)}")
+            raise ConfigError(
+                f"{full_spec!r}: unknown data source option {k!r}; known: {', '.join(_OPTS)}"
+            )
         if k not in _SCHEME_OPTS[scheme] and v != _OPTS[k]:
-            raise ConfigError(f"option {k!r} does not apply to {scheme}: sources")
+            raise ConfigError(f"{full_spec!r}: option {k!r} does not apply to {scheme}: sources")
     o = {**_OPTS, **opts}
     if scheme == "emoji":
         return _emoji_source(
