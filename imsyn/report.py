@@ -49,20 +49,54 @@ def metrics_table(metrics: dict) -> str:
     return f"<table>{rows}</table>"
 
 
+def figure(src: str, caption: str | None = None, *, width: int | None = None) -> str:
+    """One ``<figure>``: the image at relative path ``src`` and its caption (HTML-escaped,
+    the path itself by default)."""
+    size = f' width="{width}"' if width else ""
+    cap = html.escape(src if caption is None else caption)
+    return (
+        f'<figure><img src="{html.escape(src)}" alt="{html.escape(src)}"{size}>'
+        f"<figcaption>{cap}</figcaption></figure>"
+    )
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; cells are formatted like the metrics (floats to 6 significant digits)
+    unless they are already :class:`Html`."""
+
+    def cell(v, tag):
+        return f"<{tag}>{v if isinstance(v, Html) else _fmt(v)}</{tag}>"
+
+    head = "".join(cell(h, "th") for h in header)
+    body = "".join("<tr>" + "".join(cell(v, "td") for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+class Html(str):
+    """A string that is already HTML (not escaped again by :func:`table`)."""
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page with the imsyn style (every page imsyn writes)."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
 def _figures(workdir: Path, paths: list[Path]) -> str:
-    out = []
-    for p in paths:
-        rel = html.escape(p.relative_to(workdir).as_posix())
-        out.append(f'<figure><img src="{rel}" alt="{rel}"><figcaption>{rel}</figcaption></figure>')
-    return "".join(out)
+    return "".join(figure(p.relative_to(workdir).as_posix()) for p in paths)
 
 
 def render_report(workdir: str | os.PathLike, *, sections=()) -> str:
     """The report HTML of ``workdir`` (see :func:`write_report`)."""
     workdir = Path(workdir)
     config = _read_json(workdir / "config.json") or {}
-    title = html.escape(str(config.get("name") or workdir.name))
-    parts = [f"<h1>{title}</h1>", f"<p>workdir: <code>{html.escape(str(workdir))}</code></p>"]
+    title = str(config.get("name") or workdir.name)
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>workdir: <code>{html.escape(str(workdir))}</code></p>",
+    ]
     metrics = _read_json(workdir / "eval" / "metrics.json")
     if metrics:
         parts.append("<h2>Evaluation</h2>" + metrics_table(metrics))
@@ -81,10 +115,7 @@ def render_report(workdir: str | os.PathLike, *, sections=()) -> str:
         parts.append(f"<h2>{html.escape(name)}</h2>{body}")
     if config:
         parts.append("<h2>Config</h2><pre>" + html.escape(json.dumps(config, indent=2)) + "</pre>")
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n"
-    )
+    return page(title, "".join(parts))
 
 
 def write_report(workdir: str | os.PathLike, *, sections=()) -> Path:

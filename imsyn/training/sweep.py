@@ -23,7 +23,7 @@ from pathlib import Path
 
 from imsyn.errors import ConfigError, ImsynError
 from imsyn.image import atomic_path, write_text
-from imsyn.report import _STYLE
+from imsyn.report import Html, figure, page, table
 from imsyn.training.writers import read_metrics, smooth
 
 
@@ -104,40 +104,26 @@ def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
     cols = [k for k in ("kid", "fid", "step", "features") if any(k in e for e in evals.values())]
     cols += sorted({k for e in evals.values() for k in e} - set(cols) - {"features_note"})
 
-    def cell(v):
-        return f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *cols])
-    rows = "".join(
-        f'<tr><th><a href="{html.escape(n)}/report.html">{html.escape(n)}</a></th>'
-        + "".join(f"<td>{cell(evals[n].get(c, ''))}</td>" for c in cols)
-        + "</tr>"
+    rows = [
+        [Html(f'<a href="{html.escape(n)}/report.html">{html.escape(n)}</a>')]
+        + [evals[n].get(c, "") for c in cols]
         for n in names
-    )
+    ]
     notes = {e.get("features_note") for e in evals.values() if e.get("features_note")}
-    parts = [f"<h1>Sweep: {html.escape(workdir.name)}</h1>", f"<table>{head}{rows}</table>"]
+    parts = [f"<h1>Sweep: {html.escape(workdir.name)}</h1>", table(["run", *cols], rows)]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in sorted(notes)]
     if _loss_figure(workdir, names):
-        parts.append('<h2>Losses (smoothed)</h2><img src="losses.png" alt="losses">')
+        parts.append("<h2>Losses (smoothed)</h2>" + figure("losses.png", "smoothed losses"))
     figs = []
     for n in names:
         for rel in ("eval/samples.png", "eval/x2y.png", "samples/samples_latest.png"):
             if (workdir / n / rel).exists():
-                src = html.escape(f"{n}/{rel}")
-                figs.append(
-                    f'<figure><img src="{src}" alt="{src}">'
-                    f"<figcaption>{html.escape(n)}</figcaption></figure>"
-                )
+                figs.append(figure(f"{n}/{rel}", n))
                 break
     if figs:
         parts.append("<h2>Samples</h2>" + "".join(figs))
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>sweep {html.escape(workdir.name)}</title><style>{_STYLE}</style></head>"
-        f"<body>{''.join(parts)}</body></html>\n"
-    )
     path = workdir / "comparison.html"
-    write_text(path, page)
+    write_text(path, page(f"sweep {workdir.name}", "".join(parts)))
     return path
 
 
