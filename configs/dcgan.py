@@ -75,7 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_sample_images = 64
     # evaluation
     c.eval_samples = 500
-    c.features = "random_conv_v1"
+    # "auto": the real TF-FID Inception-v3 when fetched (`python -m imsyn weights fetch
+    # inception_fid`), else the offline random_conv_v1 fallback; the resolved name is recorded
+    c.features = "auto"
     c.features_path = ""
 
     arg = arg or ""

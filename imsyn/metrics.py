@@ -9,18 +9,28 @@ Python floats computed in float64 on the host: :func:`fid` (Fréchet distance of
 Gaussians fitted to the features) and :func:`kid` (unbiased MMD² with the cubic
 polynomial kernel, averaged over subsets).
 
-Features come from a :class:`FeatureExtractor` (``.name`` and
+Features come from a :class:`FeatureExtractor` (``.name``, ``.resize`` and
 ``__call__(images) -> [N, D]`` on images in ``[-1, 1]`` NHWC), chosen by
-:func:`get_extractor`: ``"inception_v3"`` (pytorch-fid's Inception-v3, from a
-weights file the user gives; nothing is downloaded), ``"inception_v3_torchvision"``,
-or the explicit offline fallback ``"random_conv_v1"`` (a fixed-seed random conv
-net) whose numbers rank runs against each other but are NOT comparable with
-published FID/KID values. Callers write ``extractor.name`` next to every number
-(and :data:`FALLBACK_NOTE` for the fallback).
+:func:`get_extractor`:
+
+* ``"inception_v3_fid"``: Inception-v3 pool3 (2048-d) with the real TF-FID weights
+  (the 2015-12-05 graph published FIDs use), from ``python -m imsyn weights fetch
+  inception_fid`` or a weights file the user gives; images are resized to 299x299
+  with one stated filter (:data:`imsyn.models.inception.RESIZE_FILTER`, bicubic);
+* ``"random_conv_v1"``: the explicit offline fallback (a fixed-seed random conv net)
+  whose numbers rank runs against each other but are NOT comparable with published
+  FID/KID values (its ``.note`` is :data:`FALLBACK_NOTE`);
+* ``"auto"``: ``inception_v3_fid`` when its weights are cached, else ``random_conv_v1``;
+* ``"inception_v3_torchvision"``: torchvision's ImageNet Inception-v3 from a user file
+  (not the FID network); ``"inception_v3"`` is an older name of ``inception_v3_fid``.
+
+An extractor's ``.name`` is always the resolved name: callers write it next to every
+number (and ``.note`` when there is one).
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Protocol, runtime_checkable
 
@@ -144,9 +154,13 @@ def kid(f1, f2, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 
 
 @runtime_checkable
 class FeatureExtractor(Protocol):
-    """Maps images float32[N, H, W, 3] in [-1, 1] to features float32[N, D]."""
+    """Maps images float32[N, H, W, 3] in [-1, 1] to features float32[N, D].
+
+    ``name``: the resolved extractor name; ``resize``: the resize filter applied.
+    """
 
     name: str
+    resize: str
 
     def __call__(self, images) -> jax.Array: ...
 
@@ -165,6 +179,8 @@ class RandomConvFeatures:
     name = "random_conv_v1"
     note = FALLBACK_NOTE
     widths = (32, 64, 128, 256)
+    input_size = 64
+    resize = "bilinear to 64x64 (antialiased when downsampling)"
 
     def __init__(self, *, batch_size: int = 64):
         keys = jax.random.split(jax.random.key(0), len(self.widths))
@@ -175,9 +191,20 @@ class RandomConvFeatures:
             cin = cout
         self.batch_size = batch_size
         self._fn = jax.jit(self._features)
+        self._prepare_fn = jax.jit(self._resize)
+
+    @staticmethod
+    def _resize(x):
+        if x.shape[1:3] == (64, 64):
+            return x
+        return jax.image.resize(x, (x.shape[0], 64, 64, x.shape[3]), "linear", antialias=True)
+
+    def prepare(self, images) -> np.ndarray:
+        """Resizes float32[N, H, W, 3] to the 64x64 input (as ``__call__`` does)."""
+        return np.asarray(self._prepare_fn(jnp.asarray(images, jnp.float32)))
 
     def _features(self, kernels, x):
-        x = jax.image.resize(x, (x.shape[0], 64, 64, x.shape[3]), "linear", antialias=True)
+        x = self._resize(x)
         feats = []
         for w in kernels:
             x = jax.lax.conv_general_dilated(
@@ -191,23 +218,61 @@ class RandomConvFeatures:
         return _batched(lambda chunk: self._fn(self.kernels, chunk), images, self.batch_size)
 
 
-class InceptionFeatures:
-    """Inception-v3 pool3 features (2048-d) from a user-given weights file.
+_PARAMS_CACHE: dict[tuple, dict] = {}
 
-    ``inception_v3``: pytorch-fid's network (weights ``pt_inception-2015-12-05-*.pth``,
-    converted to ``.safetensors`` or read with torch), whose values are comparable with
-    published FIDs; ``inception_v3_torchvision``: torchvision's ImageNet weights. See
+
+def _inception_params(path) -> dict:
+    """Folded Inception weights of ``path`` as jax arrays, read once per file version."""
+    from imsyn.models import inception
+
+    try:
+        st = os.stat(path)
+        key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None
+    if key is None or key not in _PARAMS_CACHE:
+        params = jax.tree.map(jnp.asarray, inception.read_weights(path))
+        if key is None:
+            return params
+        _PARAMS_CACHE.clear()  # one network at a time (~90 MB)
+        _PARAMS_CACHE[key] = params
+    return _PARAMS_CACHE[key]
+
+
+class InceptionFeatures:
+    """Inception-v3 pool3 features (2048-d).
+
+    ``inception_v3_fid`` (``variant="fid"``): the TF FID network; its weights are the
+    cached ``inception_fid`` (``python -m imsyn weights fetch inception_fid``) unless a
+    file is given (any file with torchvision names, e.g. pytorch-fid's
+    ``pt_inception-2015-12-05-*.pth`` holds the same network). Values are comparable
+    with published FIDs computed at 299x299 (up to the resize filter, ``.resize``).
+    ``inception_v3_torchvision``: torchvision's ImageNet weights (a user file). See
     :mod:`imsyn.models.inception`.
+
+    Images: float32[N, H, W, 3] in [-1, 1], any size (resized to 299x299 with
+    :func:`imsyn.models.inception.resize`). Features: float32[N, 2048].
     """
 
-    def __init__(self, path, *, variant: str = "fid", batch_size: int = 32):
+    input_size = 299
+
+    def __init__(self, path, *, variant: str = "fid", batch_size: int = 16):
         from imsyn.models import inception
 
-        self.name = "inception_v3" if variant == "fid" else "inception_v3_torchvision"
+        self.name = "inception_v3_fid" if variant == "fid" else "inception_v3_torchvision"
         self.variant = variant
-        self.params = jax.tree.map(jnp.asarray, inception.read_weights(path))
+        self.weights = str(path)
+        self.resize = inception.RESIZE_FILTER  # recorded next to the numbers
+        self.params = _inception_params(path)
         self.batch_size = batch_size
         self._features = inception.features
+        self._resize_fn = jax.jit(inception.resize, static_argnames="size")
+
+    def prepare(self, images) -> np.ndarray:
+        """Resizes float32[N, H, W, 3] in [-1, 1] to the network input (as ``__call__``
+        does), so that images of different sizes can be stacked."""
+        x = jnp.asarray(images, jnp.float32)
+        return np.asarray(self._resize_fn(x, size=self.input_size))
 
     def __call__(self, images) -> jax.Array:
         return _batched(
@@ -223,6 +288,9 @@ def _batched(fn, images, bs: int) -> jax.Array:
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise InputError(f"expected images float32[N,H,W,3] in [-1,1], got {images.shape}")
+    if len(images) == 0:
+        raise InputError("expected at least one image, got none")
+    bs = min(bs, len(images))
     out = []
     for i in range(0, len(images), bs):
         chunk = images[i : i + bs]
@@ -235,33 +303,85 @@ def _batched(fn, images, bs: int) -> jax.Array:
 
 EXTRACTORS = {
     "random_conv_v1": RandomConvFeatures,
-    "inception_v3": partial(InceptionFeatures, variant="fid"),
+    "inception_v3_fid": partial(InceptionFeatures, variant="fid"),
     "inception_v3_torchvision": partial(InceptionFeatures, variant="torchvision"),
 }
-NEEDS_WEIGHTS = ("inception_v3", "inception_v3_torchvision")
+ALIASES = {"inception_v3": "inception_v3_fid"}  #: older names
+#: every name :func:`get_extractor` accepts
+NAMES = ("auto", *EXTRACTORS, *ALIASES)
+#: names that accept a weights file (``config.features_path``, ``--weights``)
+TAKES_WEIGHTS = ("inception_v3_fid", "inception_v3", "inception_v3_torchvision")
+#: names that need one (no cached default)
+NEEDS_WEIGHTS = ("inception_v3_torchvision",)
 
 
-def get_extractor(name: str, path: str | None = None) -> FeatureExtractor:
-    """Returns the feature extractor called ``name``.
+def _cached_fid_weights():
+    from imsyn import weights
 
-    Args:
-      name: "random_conv_v1" (offline fallback, no weights), "inception_v3"
-        (pytorch-fid weights; the FIDs people publish) or "inception_v3_torchvision".
-      path: the weights file of the Inception extractors (.safetensors, .npz or .pth).
+    return weights.cached("inception_fid")
+
+
+def resolve_features(name: str, path: str | os.PathLike | None = None) -> str:
+    """The extractor name that ``get_extractor(name, path)`` gives, without building it.
+
+    ``"auto"`` is ``"inception_v3_fid"`` when ``inception_fid`` is in the weights cache,
+    else ``"random_conv_v1"``; ``"inception_v3"`` is ``"inception_v3_fid"``.
 
     Raises:
-      ConfigError: unknown name, or a missing/unneeded weights path.
+      ConfigError: unknown name, a weights path a name does not take, a missing path
+        (``inception_v3_torchvision``), or ``inception_v3_fid`` neither cached nor given.
+    """
+    if name not in NAMES:
+        raise ConfigError(f"unknown feature extractor {name!r}; available: {list(NAMES)}")
+    if path and name not in TAKES_WEIGHTS:
+        raise ConfigError(
+            f"feature extractor {name!r} takes no weights file, got {str(path)!r} "
+            f"(only {', '.join(TAKES_WEIGHTS)} do)"
+        )
+    if name == "auto":
+        return "inception_v3_fid" if _cached_fid_weights() else "random_conv_v1"
+    name = ALIASES.get(name, name)
+    if name in NEEDS_WEIGHTS and not path:
+        raise ConfigError(
+            f"feature extractor {name!r} needs a weights file (config.features_path); "
+            "nothing is downloaded - use 'random_conv_v1' offline"
+        )
+    if name == "inception_v3_fid" and not path and not _cached_fid_weights():
+        raise ConfigError(
+            "feature extractor 'inception_v3_fid' needs its weights: run "
+            "`python -m imsyn weights fetch inception_fid` (or give a weights file), "
+            "or use 'auto' / 'random_conv_v1'"
+        )
+    return name
+
+
+def get_extractor(
+    name: str, path: str | os.PathLike | None = None, *, batch_size: int | None = None
+) -> FeatureExtractor:
+    """Returns the feature extractor called ``name`` (see :func:`resolve_features`).
+
+    Args:
+      name: "auto", "inception_v3_fid" (the real TF-FID network; the FIDs people
+        publish), "random_conv_v1" (offline fallback, no weights),
+        "inception_v3_torchvision", or the older alias "inception_v3".
+      path: a weights file for the Inception extractors (.npz, .safetensors or .pth,
+        torchvision names); default for inception_v3_fid: the cached ``inception_fid``.
+      batch_size: images per compiled call (default 16 for Inception, 64 otherwise).
+
+    Returns:
+      An extractor whose ``.name`` is the resolved name (never "auto"); the fallback
+      has ``.note`` = :data:`FALLBACK_NOTE`.
+
+    Raises:
+      ConfigError: see :func:`resolve_features`.
       InputError: an unreadable or mismatched weights file.
     """
-    if name not in EXTRACTORS:
-        raise ConfigError(f"unknown feature extractor {name!r}; available: {sorted(EXTRACTORS)}")
-    if name in NEEDS_WEIGHTS:
-        if not path:
-            raise ConfigError(
-                f"feature extractor {name!r} needs a weights file (config.features_path); "
-                "nothing is downloaded - use 'random_conv_v1' offline"
-            )
-        return EXTRACTORS[name](path)
-    if path:
-        raise ConfigError(f"feature extractor {name!r} takes no weights file, got {path!r}")
-    return EXTRACTORS[name]()
+    resolved = resolve_features(name, path)
+    kwargs = {} if batch_size is None else {"batch_size": int(batch_size)}
+    if resolved == "random_conv_v1":
+        return RandomConvFeatures(**kwargs)
+    if resolved == "inception_v3_fid" and not path:
+        path = _cached_fid_weights()
+        if path is None:  # removed since resolve_features looked
+            raise ConfigError("inception_fid weights are no longer in the cache")
+    return EXTRACTORS[resolved](path, **kwargs)

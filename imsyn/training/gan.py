@@ -13,8 +13,9 @@ State (a pytree, checkpointed as is)::
 Evaluation writes ``eval/samples.png`` (fixed noise), ``eval/interpolation.png``
 (spherical interpolation between random latents, one row per pair) and returns
 KID/FID of ``eval_samples`` generated images against as many training images,
-on the features named by ``config.features`` (the name is written next to the
-numbers, with a note when it is the offline fallback).
+on the features named by ``config.features`` (``"auto"``: the real TF-FID
+Inception-v3 when ``inception_fid`` is cached, else the offline ``random_conv_v1``;
+the resolved name is written next to the numbers, with a note for the fallback).
 """
 
 from __future__ import annotations
@@ -95,21 +96,15 @@ class DCGANTask:
             v = config[f]
             if not isinstance(v, int) or isinstance(v, bool) or v < 2:
                 raise ConfigError(f"config.{f} must be an integer >= 2, got {v!r}")
-        if config.features not in metrics.EXTRACTORS:
+        if config.features_path and not os.path.isfile(config.features_path):
             raise ConfigError(
-                f"config.features must be one of {sorted(metrics.EXTRACTORS)}, "
-                f"got {config.features!r}"
+                f"config.features_path must be an existing weights file, "
+                f"got {config.features_path!r}"
             )
-        if config.features in metrics.NEEDS_WEIGHTS and not os.path.isfile(config.features_path):
-            raise ConfigError(
-                f"config.features={config.features!r} needs config.features_path, an existing "
-                f"weights file; got {config.features_path!r}"
-            )
-        if config.features not in metrics.NEEDS_WEIGHTS and config.features_path:
-            raise ConfigError(
-                f"config.features_path is only used with {metrics.NEEDS_WEIGHTS}; "
-                f"config.features is {config.features!r}"
-            )
+        try:
+            metrics.resolve_features(config.features, config.features_path or None)
+        except ConfigError as e:
+            raise ConfigError(f"config.features: {e}") from None
         self.source(config)  # a bad data spec fails here, before anything is written
 
     def source(self, config):
@@ -297,6 +292,7 @@ class DCGANTask:
             "kid": metrics.kid(f_real, f_fake),
             "fid": metrics.fid(f_real, f_fake),
             "features": extractor.name,
+            "features_resize": extractor.resize,
             "num_real": int(n),
             "num_fake": int(n),
         }
