@@ -20,7 +20,7 @@ def _fmt_time(s: float) -> str:
 
 
 class Progress:
-    """Progress over ``total`` units: ``update(n)``, ``set_postfix(text)``, ``close()``.
+    """Progress over ``total`` units: ``update(n, postfix=text)``, ``close()``.
 
     Example::
 
