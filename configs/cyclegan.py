@@ -93,6 +93,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.sample_every = 250
     c.memory_check = True
+    # evaluation: FID/KID features ("auto": the real TF-FID Inception-v3 when fetched with
+    # `python -m imsyn weights fetch inception_fid`, else the offline random_conv_v1 fallback;
+    # the resolved name is recorded), an optional Inception weights file, and the number of
+    # test images per domain FID/KID use (0 = all; Inception at 299 px is slow on a CPU)
+    c.features = "auto"
+    c.features_path = ""
+    c.fid_max_images = 200
 
     arg = arg or ""
     if arg not in PRESETS:

@@ -33,6 +33,7 @@ _TINY = dict(
     log_every=1,
     checkpoint_every=3,
     sample_every=3,
+    features="random_conv_v1",  # FID/KID without Inception: fast
 )
 
 
@@ -199,7 +200,8 @@ def test_paired_metrics_and_colour_transfer_known_answers(rng):
     np.testing.assert_allclose(got.std, dst.std, atol=1e-4)
 
 
-def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeypatch):
+def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeypatch, pretrained):
+    lpips_path = pretrained("lpips_vgg16")
     config = _tiny_config(image_size=16)
     task = cg.CycleGANTask()
     task.validate(config)
@@ -210,16 +212,70 @@ def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeyp
 
     monkeypatch.setattr(task, "translate", identity)
     m = task.evaluate(None, config, tmp_path)
+    keys = ("l1", "psnr", "ssim", "lpips", "fid", "kid")
     for d in ("x2y", "y2x"):
-        for k in ("l1", "psnr", "ssim"):
-            assert m[d][k] == pytest.approx(m[d]["baseline_identity"][k], rel=1e-6)
+        for k in keys:
+            assert m[d][k] == pytest.approx(m[d]["baseline_identity"][k], rel=1e-6), k
         assert m[d]["cycle_l1"] == 0.0
-        assert set(m[d]["baseline_color"]) == {"l1", "psnr", "ssim"}
-    # the two directions compare the same pairs
-    assert m["x2y"]["baseline_identity"]["l1"] == pytest.approx(m["y2x"]["baseline_identity"]["l1"])
+        assert set(m[d]["baseline_color"]) == set(keys)
+        assert m[d]["lpips"] > 0.05 and m[d]["fid"] > 0  # twemoji and openmoji differ
+    # the two directions compare the same pairs (and FID/KID are symmetric)
+    for k in keys:
+        assert m["x2y"]["baseline_identity"][k] == pytest.approx(m["y2x"]["baseline_identity"][k])
     assert m["paired"] is True and m["cycle_l1"] == 0.0
     assert m["x2y_l1"] == m["x2y"]["l1"] and m["y2x_ssim"] == m["y2x"]["ssim"]
+    assert m["x2y_lpips"] == m["x2y"]["lpips"] and m["y2x_kid"] == m["y2x"]["kid"]
+    assert m["lpips"] == {"net": "lpips_vgg16_v0.1", "weights": str(lpips_path)}
+    assert m["features"] == "random_conv_v1" and "not comparable" in m["features_note"]
+    assert m["fid_images"] == {"x": 3, "y": 3, "of": {"x": 3, "y": 3}}
     assert (tmp_path / "eval" / "x2y.png").is_file() and (tmp_path / "eval" / "y2x.png").is_file()
+
+
+def test_evaluate_perfect_translator_scores_zero(tmp_path, monkeypatch, pretrained):
+    """A translator that returns the true counterparts: L1 = LPIPS = 0, FID ~ 0, and the
+    colour-transfer baseline is worse on every metric."""
+    from imsyn.data import emoji_pairs
+
+    pretrained("lpips_vgg16")
+    config = _tiny_config(image_size=16, fid_max_images=2)
+    task = cg.CycleGANTask()
+    task.validate(config)
+    pairs = emoji_pairs(image_size=16, split="test", category="face-smiling")
+
+    def perfect(state, images, *, direction, batch=64):
+        src, tgt = (pairs.x, pairs.y) if direction == "x2y" else (pairs.y, pairs.x)
+        np.testing.assert_array_equal(images, src)
+        return tgt.astype(np.float32) / 255.0, src.astype(np.float32) / 255.0
+
+    monkeypatch.setattr(task, "translate", perfect)
+    m = task.evaluate(None, config, tmp_path)
+    for d in ("x2y", "y2x"):
+        e, col = m[d], m[d]["baseline_color"]
+        assert e["l1"] == 0.0 and e["lpips"] == 0.0 and e["psnr"] == 100.0
+        assert e["fid"] < 1e-6 * col["fid"]
+        assert col["lpips"] > 0.05 and col["l1"] > 0 and e["kid"] < col["kid"]
+        assert e["beats_baselines"] is True
+    assert m["fid_images"] == {"x": 2, "y": 2, "of": {"x": 3, "y": 3}}
+    assert "fid_max_images=2" in m["fid_note"]
+    page = cg.metrics_html(m)
+    assert "LPIPS ↓" in page and "FID ↓" in page and "random_conv_v1" in page
+
+
+def test_evaluate_without_lpips_weights_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
+    config = _tiny_config(image_size=16, features="auto")
+    task = cg.CycleGANTask()
+    task.validate(config)
+    monkeypatch.setattr(
+        task, "translate", lambda s, im, *, direction, batch=64: (im / 255.0, im / 255.0)
+    )
+    m = task.evaluate(None, config, tmp_path)
+    assert m["lpips"] == "not available: run `python -m imsyn weights fetch lpips_vgg16`"
+    for d in ("x2y", "y2x"):
+        assert m[d]["lpips"] is None and m[d]["baseline_color"]["lpips"] is None
+        assert np.isfinite(m[d]["l1"]) and np.isfinite(m[d]["fid"])
+    assert m["features"] == "random_conv_v1"  # auto without inception_fid: the fallback
+    assert "not available" in cg.metrics_html(m)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -240,10 +296,12 @@ def test_train_then_eval_writes_paired_metrics_and_report(tmp_path, capsys, monk
     assert rc == 0, err
     m = json.loads((wd / "eval" / "metrics.json").read_text())
     for d in ("x2y", "y2x"):
-        assert {"l1", "psnr", "ssim", "baseline_identity", "baseline_color"} <= set(m[d])
+        assert {"l1", "psnr", "ssim", "lpips", "fid", "kid"} <= set(m[d])
+        assert {"lpips", "fid", "kid"} <= set(m[d]["baseline_color"])
     assert m["step"] == 3 and np.isfinite(m["cycle_l1"])
     report = (wd / "report.html").read_text()
     assert "Paired translation metrics" in report and "eval/x2y.png" in report
+    assert "LPIPS ↓" in report and "KID ↓" in report
     assert (wd / "samples" / "x2y_latest.png").is_file()
     (wd / "eval" / "metrics.json").unlink()
     rc, err = _run("eval", _TINY, wd, capsys, monkeypatch)
@@ -260,6 +318,9 @@ def test_train_then_eval_writes_paired_metrics_and_report(tmp_path, capsys, monk
         ({"batch_size": 4}, "fewer than one batch"),  # 3 test emoji in face-smiling
         ({"batch_size": 10**6, "image_size": 64}, "--config.batch_size="),
         ({"diffaug": "colour"}, "DiffAugment"),
+        ({"features": "inception"}, "config.features"),
+        ({"features_path": "/nonexistent/pt_inception.pth"}, "config.features_path"),
+        ({"fid_max_images": 1}, "config.fid_max_images"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(

@@ -22,13 +22,19 @@ Step 3 reuses step 1's forward pass: the generators have not changed in between,
 the same gradient as a second forward pass at a fraction of the cost.
 
 Evaluation translates the held-out paired test split both ways and compares with the true
-counterpart (L1, PSNR, SSIM in ``[0, 1]``) next to two baselines — identity (output = input)
-and global colour-statistics transfer (per-channel mean/std of the training domains) — and
-the cycle-reconstruction error.
+counterpart (L1, PSNR, SSIM in ``[0, 1]``, and LPIPS v0.1 when ``lpips_vgg16`` is fetched)
+next to two baselines — identity (output = input) and global colour-statistics transfer
+(per-channel mean/std of the training domains) — and the cycle-reconstruction error. FID
+and KID per direction compare the translations (and the baselines' outputs) with the real
+target-domain test images, on the features of ``config.features`` (``"auto"``: the real
+TF-FID Inception-v3 when ``inception_fid`` is fetched, else the offline ``random_conv_v1``;
+the resolved name is recorded) and on a fixed random subset of at most
+``config.fid_max_images`` test images per domain (Inception-v3 at 299 px is slow on a CPU).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -349,15 +355,32 @@ def color_transfer(images: np.ndarray, src: ChannelStats, dst: ChannelStats) -> 
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def paired_metrics(pred: np.ndarray, target: np.ndarray, *, batch: int = 64) -> dict:
-    """Mean L1, PSNR (dB) and SSIM of ``pred`` against ``target`` (float [N,H,W,C] in [0,1])."""
-    vals = {"l1": [], "psnr": [], "ssim": []}
+def paired_metrics(pred: np.ndarray, target: np.ndarray, *, batch: int = 64, lpips=None) -> dict:
+    """Mean L1, PSNR (dB), SSIM and LPIPS of ``pred`` against ``target``.
+
+    Args:
+      pred, target: float [N, H, W, 3] in [0, 1].
+      batch: images per metric call.
+      lpips: an :class:`imsyn.models.lpips.LPIPS` (or ``None``: no ``"lpips"`` key).
+
+    Returns:
+      ``{"l1", "psnr", "ssim", "lpips"}`` as floats; SSIM only for images of at least 11 px,
+      LPIPS only with ``lpips`` and images of at least 16 px.
+    """
+    from imsyn.image import to_network
+    from imsyn.models.lpips import MIN_SIZE
+
+    use_lpips = lpips is not None and min(np.shape(pred)[1:3]) >= MIN_SIZE
+    vals = {"l1": [], "psnr": [], "ssim": [], "lpips": []}
     for i in range(0, len(pred), batch):
         a, b = jnp.asarray(pred[i : i + batch]), jnp.asarray(target[i : i + batch])
         vals["l1"].append(np.asarray(metrics_lib.l1(a, b)))
         vals["psnr"].append(np.asarray(metrics_lib.psnr(a, b)))
         if min(a.shape[1:3]) >= 11:
             vals["ssim"].append(np.asarray(metrics_lib.ssim(a, b)))
+        if use_lpips:
+            na, nb = (to_network(np.asarray(v, np.float32)) for v in (a, b))
+            vals["lpips"].append(np.asarray(lpips(na, nb)))
     out = {}
     for k, v in vals.items():
         if v:
@@ -391,6 +414,9 @@ FIELDS = (
     "lambda_identity",
     "pool_size",
     "memory_check",
+    "features",
+    "features_path",
+    "fid_max_images",
 )
 _SAMPLES = 8  # fixed test images per direction in the sample grids
 
@@ -486,6 +512,24 @@ class CycleGANTask:
             _need(config, f, num, check=lambda v: v >= 0 and np.isfinite(v), expect="a number >= 0")
         _need(config, "pool_size", int, check=lambda v: v >= 0, expect="an integer >= 0")
         _need(config, "memory_check", bool)
+        _need(config, "features", str, expect=f"one of {metrics_lib.NAMES}")
+        _need(config, "features_path", str, expect="a weights file or ''")
+        if config.features_path and not os.path.isfile(config.features_path):
+            raise ConfigError(
+                f"config.features_path must be an existing weights file, "
+                f"got {config.features_path!r}"
+            )
+        try:
+            metrics_lib.resolve_features(config.features, config.features_path or None)
+        except ConfigError as e:
+            raise ConfigError(f"config.features: {e}") from None
+        _need(
+            config,
+            "fid_max_images",
+            int,
+            check=lambda v: v == 0 or v >= 2,
+            expect="0 (all test images) or an integer >= 2",
+        )
         from imsyn.augment import parse_policy
 
         parse_policy(config.diffaug)
@@ -669,6 +713,7 @@ class CycleGANTask:
 
         from imsyn.data import emoji_pairs
         from imsyn.image import to_float, write_image
+        from imsyn.models import lpips as lpips_lib
 
         self._load_sources(config)
         paired = (
@@ -687,22 +732,43 @@ class CycleGANTask:
             x_u8 = _all(self._sources["x", "test"])
             y_u8 = _all(self._sources["y", "test"])
         stats = {dom: channel_stats(_chunks(self._sources[dom, "train"])) for dom in ("x", "y")}
+        lpips = lpips_lib.LPIPS.load() if paired else None
+        extractor = metrics_lib.get_extractor(config.features, config.features_path or None)
+        real = {"x": to_float(x_u8), "y": to_float(y_u8)}
+        # FID/KID: a fixed random subset of each domain's test images (the same indices for
+        # the translations and baselines of that domain, and for its real images)
+        subset = {
+            dom: _subset(len(real[dom]), config.fid_max_images, seed=config.seed)
+            for dom in ("x", "y")
+        }
+        real_feats = {dom: _features(extractor, real[dom][subset[dom]]) for dom in ("x", "y")}
         result: dict[str, Any] = {}
         cyc = {}
         eval_dir = Path(workdir) / "eval"
         for dom, other, direction in (("x", "y", "x2y"), ("y", "x", "y2x")):
-            src_u8, tgt_u8 = (x_u8, y_u8) if dom == "x" else (y_u8, x_u8)
-            src = to_float(src_u8)
+            src_u8 = x_u8 if dom == "x" else y_u8
+            src = real[dom]
             pred, rec = self.translate(state, src_u8, direction=direction)
+            colour = color_transfer(src, stats[dom], stats[other])
             cyc[dom] = float(np.mean(np.abs(rec - src)))
             entry: dict[str, Any] = {"n": int(len(src))}
-            tgt = to_float(tgt_u8) if paired else None
+            tgt = real[other] if paired else None
+            ident: dict[str, Any] = {}
+            col: dict[str, Any] = {}
             if paired:
-                entry.update(paired_metrics(pred, tgt))
-                entry["baseline_identity"] = paired_metrics(src, tgt)
-                entry["baseline_color"] = paired_metrics(
-                    color_transfer(src, stats[dom], stats[other]), tgt
-                )
+                entry.update(paired_metrics(pred, tgt, lpips=lpips))
+                ident.update(paired_metrics(src, tgt, lpips=lpips))
+                col.update(paired_metrics(colour, tgt, lpips=lpips))
+                if lpips is None:
+                    entry["lpips"] = ident["lpips"] = col["lpips"] = None
+            ref = real_feats[other]
+            sub = subset[dom]
+            entry.update(_distances(_features(extractor, pred[sub]), ref))
+            ident.update(_distances(real_feats[dom], ref))
+            col.update(_distances(_features(extractor, colour[sub]), ref))
+            entry["baseline_identity"] = ident
+            entry["baseline_color"] = col
+            if paired:
                 entry["beats_baselines"] = bool(
                     entry["l1"] < entry["baseline_identity"]["l1"]
                     and entry["l1"] < entry["baseline_color"]["l1"]
@@ -714,7 +780,7 @@ class CycleGANTask:
             write_image(eval_dir / f"{direction}.png", grid)
         result["cycle_l1"] = float(np.mean(list(cyc.values())))
         for direction in ("x2y", "y2x"):  # flat copies for tables (sweep comparison pages)
-            for k in ("l1", "psnr", "ssim"):
+            for k in ("l1", "psnr", "ssim", "lpips", "fid", "kid"):
                 if k in result[direction]:
                     result[f"{direction}_{k}"] = result[direction][k]
         result["paired"] = paired
@@ -724,7 +790,30 @@ class CycleGANTask:
             "split": "test",
             "category": config.data_category,
         }
-        result["metric_range"] = "images in [0, 1]; L1 mean absolute error, PSNR dB, SSIM"
+        result["metric_range"] = (
+            "images in [0, 1]; L1 mean absolute error, PSNR dB, SSIM; LPIPS v0.1 (VGG-16) on "
+            "[-1, 1]; FID/KID of each method's outputs against the real target-domain test images"
+        )
+        if paired:
+            result["lpips"] = (
+                {"net": lpips.name, "weights": lpips.path}
+                if lpips is not None
+                else lpips_lib.UNAVAILABLE
+            )
+        result["features"] = extractor.name
+        result["features_resize"] = extractor.resize
+        note = getattr(extractor, "note", None)
+        if note:
+            result["features_note"] = note
+        counts = {dom: int(len(subset[dom])) for dom in ("x", "y")}
+        result["fid_images"] = {**counts, "of": {dom: len(real[dom]) for dom in ("x", "y")}}
+        result["fid_note"] = (
+            f"FID/KID on a fixed random subset of {counts['x']} of {len(real['x'])} X and "
+            f"{counts['y']} of {len(real['y'])} Y test images (config.fid_max_images="
+            f"{config.fid_max_images}; 0 = all): each method's outputs for the subset against "
+            "the real target-domain images of the subset. FID from a few hundred images is "
+            "biased upwards: compare the rows of this table, not published (50k-image) FIDs."
+        )
         return result
 
     def report_sections(self, config, workdir) -> list[tuple[str, str]]:
@@ -733,14 +822,47 @@ class CycleGANTask:
         from imsyn.report import _read_json
 
         m = _read_json(Path(workdir) / "eval" / "metrics.json") or {}
-        if not m.get("paired"):
-            return []
-        return [("Paired translation metrics (held-out test split)", metrics_html(m))]
+        if m.get("paired"):
+            return [("Paired translation metrics (held-out test split)", metrics_html(m))]
+        if "features" in m:
+            return [("Translation metrics (held-out test split)", metrics_html(m))]
+        return []
+
+
+def _subset(n: int, limit: int, *, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of ``min(n, limit)`` of ``range(n)`` (0: all)."""
+    if limit == 0 or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def _features(extractor, images01: np.ndarray) -> np.ndarray:
+    """Features ``[N, D]`` of images in [0, 1] (the extractors take [-1, 1])."""
+    from imsyn.image import to_network
+
+    return np.asarray(extractor(to_network(np.asarray(images01, np.float32))))
+
+
+def _distances(feats: np.ndarray, ref: np.ndarray) -> dict:
+    return {"fid": metrics_lib.fid(feats, ref), "kid": metrics_lib.kid(feats, ref)}
+
+
+_COLUMNS = (
+    ("l1", "L1 ↓", "{:.4f}"),
+    ("psnr", "PSNR ↑", "{:.2f}"),
+    ("ssim", "SSIM ↑", "{:.4f}"),
+    ("lpips", "LPIPS ↓", "{:.4f}"),
+    ("fid", "FID ↓", "{:.2f}"),
+    ("kid", "KID ↓", "{:.4f}"),
+)
 
 
 def metrics_html(m: dict) -> str:
     """The paired-metrics table of ``eval/metrics.json`` as HTML."""
+    import html
+
     rows = []
+    cols = [c for c in _COLUMNS if any(c[0] in (m.get(d) or {}) for d in ("x2y", "y2x"))]
     for direction, label in (("x2y", "X → Y"), ("y2x", "Y → X")):
         e = m.get(direction) or {}
         for name, vals in (
@@ -749,17 +871,32 @@ def metrics_html(m: dict) -> str:
             ("colour transfer", e.get("baseline_color", {})),
         ):
             cells = "".join(
-                f"<td>{vals[k]:.4f}</td>" if k in vals else "<td>–</td>"
-                for k in ("l1", "psnr", "ssim")
+                f"<td>{fmt.format(vals[k])}</td>"
+                if isinstance(vals.get(k), int | float)
+                else "<td>–</td>"
+                for k, _, fmt in cols
             )
             rows.append(f"<tr><td>{label}</td><td>{name}</td>{cells}</tr>")
-    head = "<tr><th>direction</th><th>method</th><th>L1 ↓</th><th>PSNR ↑</th><th>SSIM ↑</th></tr>"
+    head = "".join(f"<th>{h}</th>" for _, h, _ in cols)
+    head = f"<tr><th>direction</th><th>method</th>{head}</tr>"
     cyc = f"<p>cycle-reconstruction L1: {m.get('cycle_l1', float('nan')):.4f}</p>"
-    note = (
-        "<p>Columns of <code>eval/x2y.png</code> / <code>eval/y2x.png</code>: input, "
-        "translation, reconstruction, ground-truth counterpart.</p>"
+    notes = []
+    lp = m.get("lpips")
+    if isinstance(lp, dict):
+        notes.append(f"LPIPS: {lp.get('net')} ({lp.get('weights')})")
+    elif lp:
+        notes.append(f"LPIPS: {lp}")
+    if "features" in m:
+        notes.append(f"FID/KID features: {m['features']} ({m.get('features_resize', '')})")
+    for k in ("features_note", "fid_note"):
+        if m.get(k):
+            notes.append(m[k])
+    notes.append(
+        "Columns of eval/x2y.png / eval/y2x.png: input, translation, reconstruction, "
+        "ground-truth counterpart."
     )
-    return f"<table>{head}{''.join(rows)}</table>{cyc}{note}"
+    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    return f"<table>{head}{''.join(rows)}</table>{cyc}{text}"
 
 
 class UnpairedData:
