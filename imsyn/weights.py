@@ -65,6 +65,7 @@ class Network:
     licence: str
     converter: str | Callable  #: fn(src: Path, dst: Path) -> Path, or "module:function"
     used_by: str
+    version: int = 1  #: of the converted file; a cached file of another version is refetched
 
 
 NETWORKS: dict[str, Network] = {
@@ -174,6 +175,8 @@ def cached(name: str) -> Path | None:
         return None
     if not record or record.get("size") != size or not path.is_file():
         return None
+    if record.get("version", 1) != NETWORKS[name].version:
+        return None  # converted by an older imsyn: `weights fetch` converts it again
     return path
 
 
@@ -184,6 +187,8 @@ def status(name: str) -> dict:
     record = _read_record(name)
     if cached(name):
         state = "cached"
+    elif record and record.get("version", 1) != net.version:
+        state = "outdated (fetch again)"
     elif path.exists() or record:
         state = "damaged (fetch again)"
     else:
@@ -300,6 +305,7 @@ def _install(net: Network, raw: Path, source: str, work: Path) -> Path:
         "source": source,
         "licence": net.licence,
         "size": converted.stat().st_size,
+        "version": net.version,
         "converted_sha256": sha256_of(converted),
         "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
