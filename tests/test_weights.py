@@ -179,3 +179,14 @@ def test_real_networks_are_fetched_and_verified(pretrained, name):
     assert record["converted_sha256"] == weights.sha256_of(path)
     with np.load(path, allow_pickle=False) as z:  # converted files need no pickle
         assert len(z.files) > 0
+
+
+def test_outdated_conversion_is_not_used(cache, monkeypatch):
+    weights.fetch("toy")
+    net = weights.NETWORKS["toy"]
+    monkeypatch.setitem(weights.NETWORKS, "toy", weights.Network(**{**net.__dict__, "version": 2}))
+    assert weights.cached("toy") is None
+    assert weights.status("toy")["status"].startswith("outdated")
+    path = weights.fetch("toy")
+    assert weights.cached("toy") == path
+    assert json.loads(path.with_suffix(".json").read_text())["version"] == 2
