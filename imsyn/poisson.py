@@ -39,7 +39,8 @@ coarse operators from 2×2 aggregation of the stencil (a variable-coefficient
 coarsen naturally; links to known values are summed, not halved, so the coarse
 boundary stays where the fine one is), and a dense direct solve on the coarsest
 grid (≤ 24×24). Blending takes 7-8 CG iterations from 256² to 1024² unknowns.
-Every multigrid stage is computed into its own buffer (see :func:`_stage`).
+On a CPU every multigrid stage is computed into its own buffer (a fusion boundary,
+:func:`imsyn.models.conv_cpu.staged`); on accelerators XLA fuses freely.
 The CG loop is the algorithm of ``jax.scipy.sparse.linalg.cg`` (same stopping
 rule ``‖r‖ ≤ max(tol·‖b‖, atol)``), written out because that function reports
 neither the iteration count nor the residual; tests check both agree.
@@ -63,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imsyn.errors import InputError
+from imsyn.models.conv_cpu import staged
 
 __all__ = [
     "PoissonResult",
@@ -240,18 +242,6 @@ def _red(shape):
     return jnp.bitwise_and(i + j, 1) == 0
 
 
-def _stage(flag, fn, *args):
-    """``fn(*args)`` computed into its own buffer.
-
-    XLA:CPU fuses a stencil into a consumer that reads it at several offsets
-    by recomputing it per read (5^k work for k chained stencils;
-    ``optimization_barrier`` does not stop it). A ``lax.cond`` on a traced
-    ``True`` (``flag``) is a fusion boundary that it respects.
-    """
-    out = jax.eval_shape(fn, *args)
-    return jax.lax.cond(flag, fn, lambda *a: jnp.zeros(out.shape, out.dtype), *args)
-
-
 def _half_sweep(lv: _Level, x, b, colour):
     """One red-black Gauss-Seidel half-sweep: cells of ``colour`` relaxed."""
     return jnp.where(colour, (b + _neighbours(lv, x)) * _c(lv.inv), x)
@@ -272,7 +262,10 @@ def _cycle(levels, coarse_inv, k, rhs, flag):
     symmetric positive definite operator, as CG needs. The first red
     half-sweep from zero is just ``rhs / diag`` on red cells, and after the
     black half-sweep the residual vanishes on black cells, so only red cells
-    are computed. ``flag`` is a traced ``True`` (see :func:`_stage`).
+    are computed. Each stage is ``staged``: on the CPU, XLA fuses a stencil into a consumer
+    that reads it at several offsets by recomputing it per read (5^k work for k chained
+    stencils; ``optimization_barrier`` does not stop it), and the boundary prevents that; on
+    accelerators it is a plain call. ``flag`` is a traced ``True``, the boundaries' predicate.
     """
     lv = levels[k]
     if k == len(levels) - 1:
@@ -288,15 +281,15 @@ def _cycle(levels, coarse_inv, k, rhs, flag):
         nb = sx * _right(rhs) + sw * _left(rhs) + sy * _down(rhs) + sn * _up(rhs)
         return jnp.where(red, rhs, rhs + nb) * _c(lv.inv)
 
-    x = _stage(flag, pre, rhs)
+    x = staged(pre, rhs, pred=flag)
     # residual: 0 on black cells (just relaxed), and on red cells
     # rhs - diag * x = 0 too, so only the neighbour sum is left
-    r = _stage(flag, lambda x: jnp.where(red, _neighbours(lv, x), 0.0), x)
-    rc = _stage(flag, lambda r: _restrict(r) * _c(levels[k + 1].active), r)
+    r = staged(lambda x: jnp.where(red, _neighbours(lv, x), 0.0), x, pred=flag)
+    rc = staged(lambda r: _restrict(r) * _c(levels[k + 1].active), r, pred=flag)
     ec = _cycle(levels, coarse_inv, k + 1, rc, flag)
-    x = _stage(flag, lambda x, e: x + _prolong(e) * _c(lv.active), x, ec)
-    x = _stage(flag, lambda x: _half_sweep(lv, x, rhs, ~red), x)
-    return _stage(flag, lambda x: _half_sweep(lv, x, rhs, red), x)
+    x = staged(lambda x, e: x + _prolong(e) * _c(lv.active), x, ec, pred=flag)
+    x = staged(lambda x: _half_sweep(lv, x, rhs, ~red), x, pred=flag)
+    return staged(lambda x: _half_sweep(lv, x, rhs, red), x, pred=flag)
 
 
 def _vcycle(levels, coarse_inv, b, flag):
@@ -387,7 +380,7 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
     iterations, relative residual, converged); ``f`` is ``t`` outside
     ``omega``, bit for bit.
     """
-    flag = tol >= 0  # a traced True, see _stage
+    flag = tol >= 0  # a traced True: the predicate of the CPU fusion boundaries (staged)
     gx, gy = _guidance(guidance, guide, t)
     om = omega.astype(jnp.float32)
     img = inimg.astype(jnp.float32)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from imsyn.models import layers
+from imsyn.models import conv_cpu, layers
 
 
 def _torch_nchw(x):
@@ -89,12 +89,12 @@ def test_conv2d_gradients_match_pytorch(cin, cout, kernel, stride, pad, size, mo
 def test_winograd_forward_matches_direct_convolution(size, rng):
     # >= 128 channels: the 3x3 stride-1 forward is Winograd F(4x4, 3x3), in batch chunks
     cin, cout = 128, 136
-    assert layers._winograd_ok((3, 3, cin, cout))
-    n = 1 + layers._WINO_CHUNK // (16 * ((size[0] + 3) // 4) * ((size[1] + 3) // 4))
+    assert conv_cpu._winograd_ok((3, 3, cin, cout))
+    n = 1 + conv_cpu._WINO_CHUNK // (16 * ((size[0] + 3) // 4) * ((size[1] + 3) // 4))
     x = jnp.asarray(rng.standard_normal((n, *size, cin)), jnp.float32)
     w = jnp.asarray(rng.standard_normal((3, 3, cin, cout)) / np.sqrt(9 * cin), jnp.float32)
     pad = ((1, 1), (1, 1))
-    y = layers.conv2d(x, w, (1, 1), pad)
+    y = conv_cpu.conv2d(x, w, (1, 1), pad)
     want = jax.lax.conv_general_dilated(
         x, w, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
         precision=jax.lax.Precision.HIGHEST,
@@ -179,3 +179,41 @@ def test_upconv_and_make_norm():
     assert isinstance(layers.make_norm("none", 3, rngs=nnx.Rngs(0)), layers.Identity)
     with pytest.raises(ValueError, match="norm"):
         layers.make_norm("group", 3, rngs=nnx.Rngs(0))
+
+
+# --------------------------------------------------------------------------- accelerator path
+
+
+@pytest.fixture
+def plain_path(monkeypatch):
+    """Runs the accelerator (``default``) branch of every platform switch on this CPU."""
+    calls = []
+
+    def default_only(*args, cpu, default):
+        calls.append(default)
+        return default(*args)
+
+    monkeypatch.setattr(conv_cpu, "cpu_or_default", default_only)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize(
+    "cin,cout,kernel,stride,pad,size",
+    [(3, 6, 3, 1, 1, 9), (64, 72, 3, 1, 1, 5), (128, 128, 3, 1, 1, 6), (3, 5, 4, 2, 1, 10),
+     (3, 5, 4, 2, 1, 11), (4, 2, 3, 3, 1, 10), (5, 4, 3, 1, 0, 8), (3, 5, 3, 1, 2, 7)],
+)  # fmt: skip
+def test_accelerator_path_matches_pytorch(
+    cin, cout, kernel, stride, pad, size, mode, rng, plain_path
+):
+    # What a GPU/TPU runs (one lax.conv_general_dilated per conv and gradient), on this CPU.
+    test_conv2d_gradients_match_pytorch(cin, cout, kernel, stride, pad, size, mode, rng)
+    test_conv2d_matches_pytorch(mode, kernel, stride, pad, rng)
+    assert plain_path
+
+
+@pytest.mark.parametrize("cout", [3, 16])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_accelerator_upconv_matches_pytorch(cout, mode, rng, plain_path):
+    test_upconv_matches_pytorch_upsample_then_conv(cout, mode, rng)
+    assert any(getattr(f, "func", None) is layers.upconv3x3_x2_plain for f in plain_path)

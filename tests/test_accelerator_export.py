@@ -1,0 +1,186 @@
+"""Accelerator programs contain no CPU-only code: ``jax.export`` for ``cuda`` and ``tpu`` on this
+CPU-only machine (lowering only, nothing runs), and the StableHLO is checked op by op.
+
+On a CPU the convolutions run the XLA:CPU kernels of ``imsyn.models.conv_cpu`` (Winograd and
+GEMM gradients: ``dot_general``s; fusion barriers: conditionals); the choice is
+``jax.lax.platform_dependent``. Lowered for one platform, ``platform_dependent`` leaves a
+one-branch ``stablehlo.case`` on a constant index (XLA inlines it before optimising); those are
+told apart from real conditionals (a runtime predicate) by where their index comes from.
+"""
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax._src.interpreters import mlir as jax_mlir
+from jax._src.lib.mlir import ir
+
+from imsyn import losses, models, nst, poisson
+from imsyn.models import vgg
+
+PLATFORMS = ("cuda", "tpu")
+
+
+def _walk(op, out: list) -> list:
+    for region in op.regions:
+        for block in region.blocks:
+            for o in block.operations:
+                out.append(o)
+                _walk(o, out)
+    return out
+
+
+def _is_constant_index(op) -> bool:
+    """A ``stablehlo.case`` whose index is a constant or a platform_dependent index remap."""
+    src = op.operands[0].owner
+    if getattr(src, "name", None) == "stablehlo.constant":
+        return True
+    if getattr(src, "name", None) == "stablehlo.case":
+        return getattr(src.operands[0].owner, "name", None) == "stablehlo.constant"
+    return False
+
+
+def stats(text: str) -> dict:
+    """Op counts of a StableHLO module; ``conditionals`` counts only runtime conditionals
+    (``stablehlo.if`` and cases on a computed index), not platform_dependent's constant ones."""
+    module = ir.Module.parse(text, context=jax_mlir.make_ir_context())  # alive while ops are
+    ops = _walk(module.operation, [])
+    names = collections.Counter(o.name for o in ops)
+    real = sum(
+        1
+        for o in ops
+        if o.name == "stablehlo.if" or (o.name == "stablehlo.case" and not _is_constant_index(o))
+    )
+    return {
+        "convolutions": names["stablehlo.convolution"],
+        "dot_generals": names["stablehlo.dot_general"],
+        "conditionals": real,
+        "while": names["stablehlo.while"],
+    }
+
+
+def export_stats(fn, *args, platform: str) -> dict:
+    exp = jax.export.export(jax.jit(fn), platforms=(platform,))(*args)
+    return stats(exp.mlir_module())
+
+
+def cpu_stats(fn, *args) -> dict:
+    return stats(jax.jit(fn).lower(*args).as_text())
+
+
+# --------------------------------------------------------------------------- the nets
+
+
+def _cyclegan_loss():
+    """A CycleGAN-step-like loss of both generators and both discriminators (LSGAN + cycle)."""
+    r = nnx.Rngs(0)
+    # conv_dim 64: the residual blocks have 128 channels, Winograd on the CPU
+    nets = {
+        "g_xy": models.get("cycle_resnet")(conv_dim=64, n_blocks=1, rngs=r),
+        "g_yx": models.get("cycle_resnet")(conv_dim=64, n_blocks=1, rngs=r),
+        "d_x": models.get("patch_discriminator")(conv_dim=16, rngs=r),
+        "d_y": models.get("patch_discriminator")(conv_dim=16, rngs=r),
+    }
+    graphs, params = {}, {}
+    for k, net in nets.items():
+        graphs[k], params[k] = nnx.split(net)
+
+    def loss(params, x, y):
+        g_xy, g_yx, d_x, d_y = (nnx.merge(graphs[k], params[k]) for k in graphs)
+        fake_y, fake_x = g_xy(x), g_yx(y)
+        adv = jnp.mean(losses.gan_g_loss(d_y(fake_y), kind="lsgan"))
+        adv += jnp.mean(losses.gan_g_loss(d_x(fake_x), kind="lsgan"))
+        d = jnp.mean(losses.gan_d_loss(d_y(y), d_y(fake_y), kind="lsgan"))
+        cyc = jnp.mean(jnp.abs(g_yx(fake_y) - x)) + jnp.mean(jnp.abs(g_xy(fake_x) - y))
+        return adv + d + 10.0 * cyc
+
+    x = jnp.zeros((1, 16, 16, 3), jnp.float32)
+    return jax.grad(loss), (params, x, x)
+
+
+def _dcgan_loss():
+    r = nnx.Rngs(0)
+    gd, gs = nnx.split(models.get("dcgan_generator")(image_size=32, conv_dim=8, rngs=r))
+    dd, ds = nnx.split(models.get("dc_discriminator")(image_size=32, conv_dim=8, rngs=r))
+
+    def loss(params, z, real):
+        g, d = nnx.merge(gd, params[0]), nnx.merge(dd, params[1])
+        fake = g(z)
+        return jnp.mean(losses.gan_d_loss(d(real), d(fake), kind="lsgan")) + jnp.mean(
+            losses.gan_g_loss(d(fake), kind="lsgan")
+        )
+
+    return jax.grad(loss), ((gs, ds), jnp.zeros((2, 100)), jnp.zeros((2, 32, 32, 3)))
+
+
+def _nst_objective():
+    weights = vgg.random_weights(0)
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    problem = nst.build_problem(weights, img, [img], None, None, nst.Options())
+
+    def loss(x, params, targets):
+        return nst.objective(x, params, targets, static=problem.static)[0]
+
+    return jax.grad(loss), (jnp.asarray(img)[None], problem.params, problem.targets)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize(
+    "build", [_cyclegan_loss, _dcgan_loss, _nst_objective], ids=["cyclegan", "dcgan", "nst"]
+)
+def test_accelerator_gradients_are_plain_convolutions(build, platform):
+    fn, args = build()
+    got = export_stats(fn, *args, platform=platform)
+    assert got["convolutions"] > 0, got
+    assert got["conditionals"] == 0, got  # no fusion barriers
+    if build is _nst_objective:  # Gram matrices: one product forward, two backward per layer
+        assert got["dot_generals"] == 3 * len(nst.COURSE_STYLE_LAYERS), got
+    else:
+        assert got["dot_generals"] == 0, got  # no Winograd / GEMM gradients
+
+
+def test_cpu_lowering_keeps_the_cpu_kernels():
+    # The same traced program lowered for the CPU (the default here) takes the CPU branch:
+    # Winograd / row-GEMM gradients and fusion barriers.
+    fn, args = _cyclegan_loss()
+    cpu = cpu_stats(fn, *args)
+    acc = export_stats(fn, *args, platform="cuda")
+    assert cpu["dot_generals"] > 50 and cpu["conditionals"] > 10, cpu
+    assert cpu["convolutions"] < acc["convolutions"], (cpu, acc)
+
+
+def _poisson_args():
+    """The arguments ``poisson.blend`` passes to its jitted solve, for a small masked box."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 1, (40, 40, 3)).astype(np.float32)
+    s = rng.uniform(0, 1, (40, 40, 3)).astype(np.float32)
+    mask = np.zeros((40, 40), bool)
+    mask[8:32, 6:30] = True
+    seen = {}
+    solve = poisson._solve_box
+
+    def spy(*a, **k):
+        seen["args"], seen["kwargs"] = a, k
+        return solve(*a, **k)
+
+    try:
+        poisson._solve_box = spy
+        poisson.blend(s, t, mask)
+    finally:
+        poisson._solve_box = solve
+    return solve, seen["args"], seen["kwargs"]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_accelerator_poisson_solve_has_no_fusion_barriers(platform):
+    solve, args, kwargs = _poisson_args()
+    exp = jax.export.export(solve, platforms=(platform,))(*args, **kwargs)
+    got = stats(exp.mlir_module())
+    assert got["while"] == 1, got  # the CG loop
+    assert got["conditionals"] == 0, got
+    cpu = stats(solve.lower(*args, **kwargs).as_text())
+    assert cpu["conditionals"] >= 6, cpu  # the multigrid stages keep their CPU boundaries
