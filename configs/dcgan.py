@@ -10,8 +10,10 @@ Presets (``--config=configs/dcgan.py:<preset>``):
   16, 1500 steps of batch 16 — about 2.5 min on a loaded 2-core CPU. Expect
   yellow face-shaped emoji with dark eyes and mouths (still blocky) in
   ``eval/samples.png``; KID ≈ 0.01 and FID ≈ 5 on the random_conv_v1 features
-  (measured: 0.013 / 4.7; untrained: KID ≈ 1). D's least-squares loss falls to
-  ~0.05-0.15, G's stays ~0.3-0.5.
+  (``--config.features=random_conv_v1``; measured: 0.013 / 4.7; untrained: KID ≈ 1).
+  The default ``features="auto"`` uses the real Inception-v3 once ``python -m imsyn
+  weights fetch inception_fid`` has run (values on that scale not measured here).
+  D's least-squares loss falls to ~0.05-0.15, G's stays ~0.3-0.5.
 * ``style``: like ``quick`` but with the style-based generator
   (``imsyn/models/stylegan.py``: mapping net z -> w, modulated convs), Adam(2e-3, 0, 0.99);
   its runs give ``configs/editing.py`` the latent spaces z, w and w+.

@@ -81,3 +81,64 @@ def test_registry():
     assert {"dcgan_generator", "dc_discriminator", "cycle_resnet"} <= set(models.names())
     with pytest.raises(ConfigError, match="unknown model"):
         models.get("no_such_model")
+
+
+# --------------------------------------------------------------------------- evaluation features
+
+
+def _dcgan_config(folder, **overrides):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "dcgan.py"
+    spec = importlib.util.spec_from_file_location("dcgan_config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = mod.get_config("quick")
+    c.update({"data": f"folder:{folder}", "data_category": "", "conv_dim": 2, "batch_size": 2})
+    c.update({"eval_samples": 3, "num_sample_images": 2, **overrides})
+    return c
+
+
+@pytest.fixture
+def four_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_features_auto_is_validated_and_recorded_resolved(
+    four_images, tmp_path, monkeypatch, pretrained
+):
+    from imsyn.training.gan import DCGANTask
+
+    task = DCGANTask()
+    c = _dcgan_config(four_images)
+    assert c.features == "auto" and c.features_path == ""
+    for bad, match in (
+        ({"features": "inception_v4"}, "config.features: unknown feature extractor"),
+        ({"features_path": str(tmp_path / "none.npz")}, "config.features_path"),
+        ({"features_path": str(four_images / "0.png")}, "takes no weights file"),
+        ({"features": "inception_v3_torchvision"}, "needs a weights file"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            task.validate(_dcgan_config(four_images, **bad))
+    # with the fetched TF-FID weights "auto" is the real Inception-v3
+    pretrained("inception_fid")
+    task.validate(c)
+    state = task.init_state(c, jax.random.key(0))
+    m = task.evaluate(state, c, tmp_path / "run")
+    assert m["features"] == "inception_v3_fid" and "features_note" not in m
+    assert m["fid"] > 0 and "bicubic to 299x299" in m["features_resize"]
+    # without them "auto" is the offline fallback, recorded as such
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
+    with pytest.raises(ConfigError, match="weights fetch inception_fid"):
+        task.validate(_dcgan_config(four_images, features="inception_v3_fid"))
+    m = task.evaluate(state, c, tmp_path / "run")
+    assert m["features"] == "random_conv_v1" and "not comparable" in m["features_note"]
+    assert np.isfinite(m["fid"]) and "64x64" in m["features_resize"]

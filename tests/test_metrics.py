@@ -1,6 +1,7 @@
 """Per-image metrics, FID/KID against reference formulas, the offline feature extractor."""
 
-import jax
+import json
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -105,3 +106,91 @@ def test_random_conv_extractor_is_deterministic_and_batch_independent(rng):
 def test_unknown_extractor_is_a_config_error():
     with pytest.raises(ConfigError, match="random_conv_v1"):
         metrics.get_extractor("inception_v4")
+
+
+# --------------------------------------------------------------------------- auto, the fid CLI
+
+
+def test_auto_resolves_to_the_fetched_network_else_the_fallback(pretrained, monkeypatch, tmp_path):
+    path = pretrained("inception_fid")
+    ext = metrics.get_extractor("auto")
+    assert ext.name == "inception_v3_fid" and ext.weights == str(path)
+    assert getattr(ext, "note", None) is None and "bicubic" in ext.resize
+    assert metrics.resolve_features("inception_v3") == "inception_v3_fid"
+    with pytest.raises(ConfigError, match="takes no weights file"):
+        metrics.get_extractor("auto", str(path))
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path))  # an empty cache
+    fallback = metrics.get_extractor("auto")
+    assert fallback.name == "random_conv_v1" and fallback.note == metrics.FALLBACK_NOTE
+    with pytest.raises(ConfigError, match="weights fetch inception_fid"):
+        metrics.get_extractor("inception_v3_fid")
+    # a weights file given by path needs no cache
+    assert metrics.get_extractor("inception_v3_fid", path).name == "inception_v3_fid"
+
+
+def _folder(root, name, images):
+    from PIL import Image
+
+    folder = root / name
+    folder.mkdir()
+    for i, arr in enumerate(images):
+        suffix = ".jpg" if i == 1 and arr.ndim == 3 and arr.shape[-1] == 3 else ".png"
+        Image.fromarray(arr).save(folder / f"{i:02d}{suffix}")
+    return folder
+
+
+def _fid_cli(args, capsys):
+    from imsyn.__main__ import main
+
+    rc = main(["fid", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_fid_cli_prints_one_json_object(pretrained, tmp_path, capsys, rng):
+    pretrained("inception_fid")
+    rgb = [rng.integers(0, 256, (24, 20, 3), dtype=np.uint8) for _ in range(3)]
+    mixed = [
+        rng.integers(0, 256, (30, 30, 3), dtype=np.uint8),
+        rng.integers(0, 256, (16, 40, 3), dtype=np.uint8),  # saved as JPEG
+        rng.integers(0, 256, (20, 20), dtype=np.uint8),  # grayscale
+        rng.integers(0, 256, (20, 20, 4), dtype=np.uint8),  # RGBA, flattened on white
+    ]
+    a, b = _folder(tmp_path, "a", rgb), _folder(tmp_path, "b", mixed)
+    from PIL import Image
+
+    gray = rng.integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(gray).convert("LA").save(b / "la.png")  # gray + alpha
+    rc, out, err = _fid_cli([a, b, "--batch-size", "4"], capsys)
+    assert rc == 0 and err == "" and len(out.strip().splitlines()) == 1, err
+    res = json.loads(out)
+    assert res["features"] == "inception_v3_fid" and "features_note" not in res
+    assert (res["n_a"], res["n_b"], res["kid_subset_size"]) == (3, 5, 3)
+    assert res["fid"] > 0 and np.isfinite(res["kid"]) and "bicubic to 299x299" in res["resize"]
+    rc, out, _ = _fid_cli([a, a, "--features", "random_conv_v1"], capsys)
+    res = json.loads(out)
+    assert rc == 0 and res["features"] == "random_conv_v1" and res["fid"] < 1e-6
+    assert res["features_note"] == metrics.FALLBACK_NOTE and "64x64" in res["resize"]
+
+
+def test_fid_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, rng):
+    imgs = [rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2)]
+    good = _folder(tmp_path, "good", imgs)
+    one = _folder(tmp_path, "one", imgs[:1])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = _folder(tmp_path, "broken", imgs)
+    (broken / "zz.png").write_bytes(b"not a png")
+    fast = ["--features", "random_conv_v1"]
+    for args, match in (
+        ([tmp_path / "missing", good], "no such directory"),
+        ([good, empty], "found 0 image(s)"),
+        ([one, good], "found 1 image(s)"),
+        ([good, broken, *fast], "zz.png: not a readable image"),
+        ([good, good, "--features", "inception_v4"], "unknown feature extractor"),
+        ([good, good, "--batch-size", "0"], "--batch-size must be >= 1"),
+        ([good, good, "--features", "random_conv_v1", "--weights", good / "00.png"], "takes no"),
+    ):
+        rc, out, err = _fid_cli(args, capsys)
+        assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (args, err)
+        assert match in err, (match, err)
