@@ -913,10 +913,15 @@ def load_sketch(config, size: int) -> tuple[np.ndarray, np.ndarray]:
     return to_network(sketch.astype(np.float32)), mask.astype(np.float32)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """PSNR (dB, peak 1) per example of [0, 1] images."""
-    mse = np.mean(np.square(a.astype(np.float64) - b), axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+def _lpips(metric, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """LPIPS per example of [0, 1] images, or ``None`` without the metric or below its
+    minimum size."""
+    from imsyn.image import to_network
+    from imsyn.models.lpips import MIN_SIZE
+
+    if metric is None or min(a.shape[1:3]) < MIN_SIZE:
+        return None
+    return metric(to_network(a), to_network(b))
 
 
 def _inputs(config, loaded: LoadedGenerator) -> dict:
@@ -987,6 +992,7 @@ def _outputs(config, workdir, loaded: LoadedGenerator, saved: dict) -> dict:
     """
     from pathlib import Path
 
+    from imsyn import metrics
     from imsyn.image import make_grid, write_image
     from imsyn.training.writers import plot_losses
 
@@ -1009,16 +1015,33 @@ def _outputs(config, workdir, loaded: LoadedGenerator, saved: dict) -> dict:
             "perceptual loss on random (untrained) VGG-19 features; give VGG-19 weights "
             "(config.vgg_weights or $IMSYN_VGG19) for the real perceptual loss"
         )
+    lpips = None
+    if config.mode in ("project", "interpolate"):
+        from imsyn.models import lpips as lpips_lib
+
+        lpips = lpips_lib.LPIPS.load()
+        if lpips is None:
+            out["lpips"] = lpips_lib.UNAVAILABLE
+        elif min(targets.shape[1:3]) < lpips_lib.MIN_SIZE:
+            out["lpips"] = f"not defined below {lpips_lib.MIN_SIZE} px"
+            lpips = None
+        else:
+            out["lpips"] = {"net": lpips.name, "weights": lpips.path}
     images = {s: render_frames(gen, saved[f"latents/{s}"], space=s) for s in spaces}
     inside = np.maximum(3.0 * m.sum(axis=(1, 2, 3)), 1.0)
     for s in spaces:
         err = (np.abs(images[s] - targets) * m).sum(axis=(1, 2, 3)) / inside
         final = float(np.mean(saved[f"losses/{s}"][:, -1]))
+        d = _lpips(lpips, images[s], targets)
         if config.mode == "project":
             out[f"{s}/l1"] = float(err.mean())
-            out[f"{s}/psnr"] = float(_psnr(images[s], targets).mean())
+            # per image, capped at 100 dB (identical images give +inf, which JSON cannot hold)
+            psnr = np.minimum(np.asarray(metrics.psnr(images[s], targets), np.float64), 100.0)
+            out[f"{s}/psnr"] = float(psnr.mean())
+            out[f"{s}/lpips"] = None if d is None else float(d.mean())
         elif config.mode == "interpolate":
             out[f"{s}/endpoint_l1"] = float(err.mean())
+            out[f"{s}/endpoint_lpips"] = None if d is None else float(d.mean())
         else:
             out[f"{s}/error_inside_mask"] = float(err.mean())
         out[f"{s}/final_loss"] = final

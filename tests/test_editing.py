@@ -223,6 +223,42 @@ def test_train_draw_and_evaluate_on_a_dcgan_run(dcgan_run, tmp_path):
     assert again == m
 
 
+def test_project_records_lpips_and_exact_targets_score_zero(
+    dcgan_run, tmp_path, pretrained, monkeypatch, capsys
+):
+    """project mode writes L1/PSNR/LPIPS per space; when the targets are exactly the images
+    of the saved latents, eval gives L1 = LPIPS = 0 and PSNR at its 100 dB cap; without the
+    LPIPS weights it says so instead of a number."""
+    import ml_collections
+
+    from imsyn.__main__ import main
+
+    lpips_path = pretrained("lpips_vgg16")
+    out = tmp_path / "proj"
+    rc = main(["edit", "project", "--generator-workdir", str(dcgan_run), "--num-images", "2",
+               "--out", str(out), "--steps", str(STEPS), "--optimizer", "adam",
+               "--perceptual-weight", "0"])  # fmt: skip
+    assert rc == 0
+    assert "z/lpips=" in capsys.readouterr().out
+    m = json.loads((out / "eval" / "metrics.json").read_text())
+    assert m["lpips"] == {"net": "lpips_vgg16_v0.1", "weights": str(lpips_path)}
+    assert 0 < m["z/lpips"] < 2 and m["z/l1"] > 0 and 0 < m["z/psnr"] < 100
+
+    cfg = ml_collections.ConfigDict(json.loads((out / "config.json").read_text()))
+    saved = editing._load_npz(out / "latents.npz")
+    gdef, gstate = nnx.split(editing.load_generator(dcgan_run).gen)
+    latents = jnp.asarray(saved["latents/z"])  # the jitted renderer eval uses: same images
+    saved["targets"] = np.asarray(editing._render_jit(gdef, gstate, latents, "z"))
+    editing._save_npz(out / "latents.npz", saved)
+    exact = editing.evaluate(cfg, out)
+    assert exact["z/lpips"] == 0.0 and exact["z/l1"] == 0.0 and exact["z/psnr"] == 100.0
+
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
+    m = editing.evaluate(cfg, out)
+    assert m["lpips"] == "not available: run `python -m imsyn weights fetch lpips_vgg16`"
+    assert m["z/lpips"] is None and m["z/l1"] == 0.0
+
+
 def test_cli_interpolate_writes_gif_and_strip(dcgan_run, tmp_path, capsys):
     from PIL import Image
 

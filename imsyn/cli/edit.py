@@ -111,7 +111,15 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     metrics = editing.train(config, args.out)
-    keys = [k for k in metrics if "/" in k and not k.endswith(("final_loss", "interpolation"))]
+    keys = [
+        k
+        for k in metrics
+        if "/" in k
+        and not k.endswith(("final_loss", "interpolation"))
+        and isinstance(metrics[k], int | float)
+    ]
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+    if isinstance(metrics.get("lpips"), str):
+        print(f"lpips: {metrics['lpips']}")
     print(f"wrote {args.out}/report.html")
     return 0
