@@ -3,13 +3,18 @@
 A config (an ``ml_collections.ConfigDict`` from ``configs/<exp>.py``) names its
 ``task``; the task's module provides ``train(config, workdir)`` and
 ``evaluate(config, workdir)``. Both entry points go through :func:`main`, which
-parses flags, validates before any compute, turns user errors into one line on
-stderr with exit status 2, and enables the persistent compilation cache.
+parses flags, validates before any compute, holds the workdir for this run
+(:func:`imsyn.outputs.claim_workdir`: one run at a time; ``train.py`` only into an
+empty folder or its own earlier workdir; never into a folder the config reads),
+turns user errors (and a failed write, such as a full disk) into one line on
+stderr with exit status 2, SIGINT/SIGTERM into exit status 130 with one line, and
+enables the persistent compilation cache.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from imsyn.errors import ConfigError, ImsynError
@@ -82,17 +87,41 @@ def main(argv: list[str], mode: str) -> int:
         )
         return 2
     workdir = fv.workdir or f"runs/{config.get('name', config.get('task', 'run'))}"
+    from imsyn.outputs import check_workdir_inputs, claim_workdir
     from imsyn.runtime import enable_compilation_cache
 
+    old_term = _interrupt_on_sigterm()
     try:
         exp = get_experiment(config)
-        enable_compilation_cache()
-        fn = exp.train if mode == "train" else exp.evaluate
-        fn(config, workdir)
+        check_workdir_inputs(workdir, config)
+        with claim_workdir(workdir, mode=mode, task=config.get("task")):
+            enable_compilation_cache()
+            fn = exp.train if mode == "train" else exp.evaluate
+            fn(config, workdir)
     except ImsynError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a write the library did not wrap (disk full, ...): name the path
+        where = e.filename or workdir
+        print(f"{prog}: error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM stops a run like SIGINT (exit 130 with a line, not a silent 143)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)

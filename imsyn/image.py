@@ -7,9 +7,14 @@ Conventions (see DESIGN.md):
 
 Files: JPEG, PNG and TIFF; 8- and 16-bit; grayscale, RGB and RGBA. TIFF goes
 through ``tifffile`` (any bit depth, the Library of Congress plates are 16-bit
-TIFFs), the rest through Pillow. Every write is atomic: the data goes to a
-temporary file in the destination directory which is then renamed, so a crash
-never leaves a truncated output.
+TIFFs), the rest through Pillow. One decoded-size limit, :data:`MAX_PIXELS`, holds
+for every format; it is checked from the header, before anything is decoded.
+
+Every write is atomic: the data goes to a temporary file in the destination
+directory which is then renamed, so a crash never leaves a truncated output; a
+failed write (disk full, ...) is one :class:`~imsyn.errors.OutputError` naming the
+path. Files that belong together (a result and its JSON sidecar) are committed
+together or not at all with :func:`write_together`.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,21 @@ from imsyn.errors import InputError, OutputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 _TIFF = (".tif", ".tiff")
+
+#: the most pixels (height x width, any channels) an image file may declare: Pillow's
+#: decompression-bomb threshold (89.5 Mpx; the largest Prokudin-Gorskii scans are ~37 Mpx),
+#: applied to every format from the file's header, before decoding
+MAX_PIXELS = 89_478_485
+
+
+def _check_size(p: Path, h: int, w: int, depth: int = 1) -> None:
+    n = int(h) * int(w) * int(depth)
+    if n > MAX_PIXELS:
+        dims = f"{w}x{h}" + (f"x{depth}" if depth > 1 else "")
+        raise InputError(
+            f"{p}: declares {dims} pixels ({n / 1e6:.1f} Mpx), more than the "
+            f"{MAX_PIXELS / 1e6:.1f} Mpx that imsyn decodes (imsyn.image.MAX_PIXELS)"
+        )
 
 
 # --------------------------------------------------------------------------- reading
@@ -53,15 +74,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: is a directory, expected an image file")
     try:
         if p.suffix.lower() in _TIFF:
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(p))
+            arr = _read_tiff(p)
         else:
-            from PIL import Image
-
-            with Image.open(p) as im:
-                im.load()
-                arr = _pil_to_array(im)
+            arr = _read_pil(p)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
@@ -77,6 +92,43 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if arr.size == 0:
         raise InputError(f"{p}: empty image")
     return arr
+
+
+def _read_tiff(p: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        series = tif.series[0]
+        page = series.keyframe
+        spp = max(1, int(getattr(page, "samplesperpixel", 1) or 1))
+        total = int(np.prod(series.shape, dtype=np.float64)) // spp
+        h, w = int(page.imagelength), int(page.imagewidth)
+        _check_size(p, h, w, max(1, total // max(1, h * w)))
+        return np.asarray(series.asarray())
+
+
+def _read_pil(p: Path) -> np.ndarray:
+    import re
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(p)
+        except Image.DecompressionBombError as e:  # beyond Pillow's own (2x larger) limit
+            m = re.search(r"\((\d+) pixels\)", str(e))
+            n = int(m.group(1)) if m else 0
+            raise InputError(
+                f"{p}: declares {n / 1e6:.1f} Mpx, more than the {MAX_PIXELS / 1e6:.1f} Mpx "
+                "that imsyn decodes (imsyn.image.MAX_PIXELS)"
+            ) from None
+        with im:
+            w, h = im.size
+            _check_size(p, h, w)
+            im.load()
+            return _pil_to_array(im)
 
 
 def _pil_to_array(im) -> np.ndarray:
@@ -233,16 +285,14 @@ def make_grid(
 # --------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
+def _write_error(dest: Path, e: OSError) -> OutputError:
+    return OutputError(f"{dest}: cannot write output ({e.strerror or e})")
 
-    On any exception the temporary file is removed and ``path`` is untouched.
 
-    Raises:
-      OutputError: the destination directory cannot be created or written.
-    """
-    dest = Path(path)
+def _stage(dest: Path) -> Path:
+    """A new empty temporary file beside ``dest`` (same suffix, so encoders see the format)."""
+    if dest.is_dir():
+        raise OutputError(f"{dest}: is a directory, cannot write a file there")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
@@ -251,17 +301,106 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
     except OSError as e:
         raise OutputError(f"{dest.parent}: cannot write output ({e.strerror or e})") from None
-    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+    return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``path``; renames it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+
+    Raises:
+      OutputError: the destination is a directory, its directory cannot be created or
+        written, or the write fails (disk full, ...): one line naming the path.
+    """
+    dest = Path(path)
+    tmp_path = _stage(dest)
     try:
-        yield tmp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp_path, dest)
+        try:
+            yield tmp_path
+            os.replace(tmp_path, dest)
+        except OSError as e:
+            raise _write_error(dest, e) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+def write_together(writers: Mapping[str | os.PathLike, Callable[[Path], Any]]) -> list[Path]:
+    """Writes several files that belong together: all of them, or none.
+
+    Every ``writer(tmp)`` writes its file to a temporary path beside its destination
+    (with the destination's suffix). Only when all have succeeded are the files renamed
+    into place; if anything fails, the temporaries are removed and every file that
+    existed before is left as it was (a rename that fails half-way is rolled back).
+
+    Args:
+      writers: destination -> function writing that file to the path it is given.
+
+    Returns:
+      The destinations.
+
+    Raises:
+      OutputError: a destination is a directory or cannot be written (one line naming it);
+        whatever a writer raises otherwise passes through. Nothing was changed.
+    """
+    dests = [Path(d) for d in writers]
+    for d in dests:
+        if d.is_dir():
+            raise OutputError(f"{d}: is a directory, cannot write a file there")
+    staged: list[tuple[Path, Path]] = []
+    backups: dict[Path, Path] = {}
+    done: list[Path] = []
+    try:
+        for d, write in zip(dests, writers.values(), strict=True):
+            tmp = _stage(d)
+            staged.append((d, tmp))
+            try:
+                write(tmp)
+            except OSError as e:
+                raise _write_error(d, e) from None
+        for d, _ in staged:  # keep what exists, to put it back if a rename fails
+            if d.exists():
+                bak = _stage(d)
+                backups[d] = bak
+                try:
+                    try:
+                        bak.unlink()
+                        os.link(d, bak)  # a second name for the old file: no copy
+                    except OSError:
+                        shutil.copy2(d, bak)  # no hard links on this file system
+                except OSError as e:
+                    raise _write_error(d, e) from None
+        for d, tmp in staged:
+            try:
+                os.replace(tmp, d)
+            except OSError as e:
+                raise _write_error(d, e) from None
+            done.append(d)
+    except BaseException:
+        for d in reversed(done):  # roll back the renames that happened
+            with contextlib.suppress(OSError):
+                if d in backups:
+                    os.replace(backups.pop(d), d)
+                else:
+                    d.unlink()
+        for _, tmp in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        for bak in backups.values():
+            with contextlib.suppress(OSError):
+                bak.unlink()
+        raise
+    for bak in backups.values():
+        with contextlib.suppress(OSError):
+            bak.unlink()
+    return dests
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -32,13 +32,17 @@ class Field(NamedTuple):
     expect: str  #: what a valid value is, for the error message
 
 
+def _num(v) -> str:
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else f"{v:g}"
+
+
 def _range_text(lo, hi, open_lo: bool, open_hi: bool) -> str:
     if lo is not None and hi is not None:
-        return f" in {'(' if open_lo else '['}{lo:g}, {hi:g}{')' if open_hi else ']'}"
+        return f" in {'(' if open_lo else '['}{_num(lo)}, {_num(hi)}{')' if open_hi else ']'}"
     if lo is not None:
-        return f" {'>' if open_lo else '>='} {lo:g}"
+        return f" {'>' if open_lo else '>='} {_num(lo)}"
     if hi is not None:
-        return f" {'<' if open_hi else '<='} {hi:g}"
+        return f" {'<' if open_hi else '<='} {_num(hi)}"
     return ""
 
 
@@ -139,3 +143,103 @@ def check(config, schema: Mapping[str, Field], *, prefix: str = "config") -> Non
         if name not in config:
             raise ConfigError(f"{prefix}.{name} is missing")
         value(name, config[name], field, prefix=prefix)
+
+
+# --------------------------------------------------------------------------- command lines
+
+#: the integers an option may take when the value reaches JAX/NumPy as int32
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+
+
+def _parse_int(text: str) -> int:
+    t = text.strip()
+    if not t or not t.lstrip("+-").isdigit():  # no floats ("1e23"), no "0x..."
+        raise ValueError
+    return int(t)
+
+
+def _parse_float(text: str) -> float:
+    return float(text.strip())
+
+
+def _parse_text(field: Field, text: str):
+    """``text`` as the kind of value ``field`` checks (integer fields take integers only)."""
+    if field.expect.startswith("an integer"):
+        return _parse_int(text)
+    if field.expect.startswith("a finite number"):
+        return _parse_float(text)
+    return text
+
+
+def arg(field: Field) -> Callable[[str], Any]:
+    """An argparse ``type=`` for ``field``: the same rule as in a config, for an option.
+
+    ``parser.add_argument("--tol", type=validate.arg(validate.number(0, 1, open_min=True,
+    open_max=True)))`` refuses ``inf``, ``nan``, ``1e30`` and ``abc`` when the command line
+    is parsed, with ``argument --tol: must be a finite number in (0, 1), got 'inf'``.
+    Integer fields accept only integers; bound them (:data:`INT32_MAX`) to what the code
+    can represent.
+    """
+    import argparse
+
+    def parse(text: str):
+        try:
+            return field.parse(_parse_text(field, text))
+        except (ValueError, TypeError, OverflowError, ConfigError):
+            raise argparse.ArgumentTypeError(f"must be {field.expect}, got {text!r}") from None
+
+    parse.__name__ = field.expect  # argparse names the type in some messages
+    return parse
+
+
+def arg_tuple(field: Field, n: int, *, names: str = "") -> Callable[[str], tuple]:
+    """An argparse ``type=`` for ``n`` comma-separated values, each checked by ``field``.
+
+    Args:
+      field: the rule for every element.
+      n: how many values.
+      names: what they are, for the message (``"DY,DX"``).
+    """
+    import argparse
+
+    what = names or ",".join(["V"] * n)
+
+    def parse(text: str) -> tuple:
+        parts = text.replace(" ", "").split(",")
+        if len(parts) != n:
+            raise argparse.ArgumentTypeError(
+                f"must be {what}: {n} comma-separated values, each {field.expect}, got {text!r}"
+            )
+        try:
+            return tuple(field.parse(_parse_text(field, p)) for p in parts)
+        except (ValueError, TypeError, OverflowError, ConfigError):
+            raise argparse.ArgumentTypeError(
+                f"must be {what}, each {field.expect}, got {text!r}"
+            ) from None
+
+    parse.__name__ = what
+    return parse
+
+
+def param(name: str, v, field: Field):
+    """Checks a library function's argument with the rule of a CLI option; returns it.
+
+    Raises:
+      InputError: ``"{name} must be {expect}, got {v!r}"`` (one line).
+    """
+    from imsyn.errors import InputError
+
+    try:
+        return field.parse(v)
+    except (ValueError, TypeError, OverflowError, ConfigError):
+        raise InputError(f"{name} must be {field.expect}, got {v!r}") from None
+
+
+def one_line_errors(parser) -> None:
+    """Makes ``parser`` report a bad command line as one line (no usage block), exit 2."""
+
+    def error(message: str):
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error

@@ -4,19 +4,23 @@ For every plate writes ``DIR/<stem>.<format>`` (the aligned, cropped colour
 image) and ``DIR/<stem>.json`` (offsets in the convention of
 :mod:`imsyn.align`, crop box, scores, peak, settings, seconds). A plate that
 fails (unreadable, truncated, too small, a directory) gets one error line and
-no output; the others are still processed and the exit status is 2.
+no output; the others are still processed, a batch ends with one summary line,
+and the exit status is 2. An output that would replace one of the plates is
+refused before any work; an image and its JSON are written together or not at
+all (a failed write leaves any older result of the same name as it was).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
 from pathlib import Path
 
+from imsyn import validate as v
 from imsyn.errors import ImsynError, OutputError
+from imsyn.outputs import check_outputs
 
 FORMATS = ("jpg", "png", "tif")
 
@@ -24,6 +28,7 @@ FORMATS = ("jpg", "png", "tif")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from imsyn.align import FEATURES, METRICS
 
+    v.one_line_errors(parser)
     parser.add_argument("plates", nargs="+", metavar="PLATE", help="stacked B/G/R plate images")
     parser.add_argument("--out-dir", required=True, type=Path, help="output directory")
     parser.add_argument("--format", choices=FORMATS, default="jpg", help="output image format")
@@ -33,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="ncc", help="alignment score")
     parser.add_argument(
         "--radius",
-        type=int,
+        type=v.arg(v.integer(1, v.INT32_MAX)),
         default=None,
         help="full-resolution search radius in pixels (default: 8%% of the channel side)",
     )
@@ -45,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-white-balance", action="store_true", help="skip the gray-world white balance"
     )
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality (1-95)")
+    parser.add_argument(
+        "--quality", type=v.arg(v.integer(1, 95)), default=95, help="JPEG quality (1-95)"
+    )
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -59,12 +66,24 @@ def _check_out_dir(out_dir: Path) -> None:
         raise OutputError(f"{out_dir}: output directory is not writable")
 
 
+def _outputs(path: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """The image and JSON that plate ``path`` writes."""
+    return args.out_dir / f"{path.stem}.{args.format}", args.out_dir / f"{path.stem}.json"
+
+
 def _one(path: Path, args: argparse.Namespace) -> tuple[Path, dict]:
     """Colorizes one plate and writes its image and JSON; returns (image path, record)."""
     import numpy as np
 
     from imsyn import align
-    from imsyn.image import read_image, rgb_to_gray, to_float, write_image, write_json
+    from imsyn.image import (
+        read_image,
+        rgb_to_gray,
+        to_float,
+        write_image,
+        write_json,
+        write_together,
+    )
 
     t0 = time.perf_counter()
     raw = read_image(path)
@@ -83,10 +102,8 @@ def _one(path: Path, args: argparse.Namespace) -> tuple[Path, dict]:
         balance=not args.no_white_balance,
     )
     t2 = time.perf_counter()
-    out_img = args.out_dir / f"{path.stem}.{args.format}"
+    out_img, out_json = _outputs(path, args)
     bit_depth = 16 if args.format == "tif" and raw.dtype == np.uint16 else 8
-    write_image(out_img, res.image, bit_depth=bit_depth, quality=args.quality)
-    t3 = time.perf_counter()
     h = plate.shape[0] // 3
     record = {
         "input": str(path),
@@ -112,27 +129,31 @@ def _one(path: Path, args: argparse.Namespace) -> tuple[Path, dict]:
             "format": args.format,
             "bit_depth": bit_depth,
         },
-        "timings": {"read": t1 - t0, "align_finish": t2 - t1, "write": t3 - t2},
-        "seconds": t3 - t0,
     }
-    try:
-        write_json(args.out_dir / f"{path.stem}.json", record)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            out_img.unlink()
-        raise
+
+    def json_writer(tmp: Path) -> None:  # runs after the image is staged: times its encoding
+        t3 = time.perf_counter()
+        record["timings"] = {"read": t1 - t0, "align_finish": t2 - t1, "write": t3 - t2}
+        record["seconds"] = t3 - t0
+        write_json(tmp, record)
+
+    write_together(
+        {
+            out_img: lambda tmp: write_image(
+                tmp, res.image, bit_depth=bit_depth, quality=args.quality
+            ),
+            out_json: json_writer,
+        }
+    )
     return out_img, record
 
 
 def run(args: argparse.Namespace) -> int:
     from imsyn.progress import Progress
 
-    if not 1 <= args.quality <= 95:
-        raise ImsynError(f"--quality must be in 1..95, got {args.quality}")
-    if args.radius is not None and args.radius < 1:
-        raise ImsynError(f"--radius must be a positive number of pixels, got {args.radius}")
-    _check_out_dir(args.out_dir)
     plates = [Path(p) for p in args.plates]
+    check_outputs([o for p in plates for o in _outputs(p, args)], inputs=plates)
+    _check_out_dir(args.out_dir)
     failed: list[str] = []
     seen: set[str] = set()
     bar = Progress(len(plates), desc="colorize", unit="plate", enabled=len(plates) > 1)
@@ -153,10 +174,9 @@ def run(args: argparse.Namespace) -> int:
             failed.append(str(path))
         bar.update(1, postfix=path.name)
     bar.close()
-    if failed:
+    if failed and len(plates) > 1:  # one plate: its error line says it all
         print(
             f"imsyn colorize: {len(failed)} of {len(plates)} plates failed: {', '.join(failed)}",
             file=sys.stderr,
         )
-        return 2
-    return 0
+    return 2 if failed else 0

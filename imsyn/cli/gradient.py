@@ -3,7 +3,11 @@
 ``blend``, ``mono-transfer``: a source pasted into a target under a mask;
 ``flatten``, ``illumination``, ``recolor``: an edit of one image under a mask;
 ``color2gray``: colour to gray; ``toy``: rebuild an image from its gradients.
-Each prints the solver's residual and iteration count on stdout.
+Each prints one line on stdout: the solver's residual, iteration count and notes
+(a mask that was not binary). Every numeric option is checked when it is parsed
+(:func:`imsyn.validate.arg`: finite, in range, integers within int32); the output
+may not be one of the inputs (:func:`imsyn.outputs.check_outputs`); a result that
+is not finite is never written.
 """
 
 from __future__ import annotations
@@ -15,22 +19,29 @@ from pathlib import Path
 import numpy as np
 
 from imsyn import image as im
+from imsyn import validate as v
 from imsyn.errors import InputError, OutputError
+from imsyn.outputs import check_outputs
 
 _MASKED = ("flatten", "illumination", "recolor")
 _PASTE = ("blend", "mono-transfer")
 
-
-def _pair(text: str, name: str, kind=int) -> tuple:
-    parts = text.replace(" ", "").split(",")
-    try:
-        return tuple(kind(p) for p in parts)
-    except ValueError:
-        raise InputError(f"{name} must be comma-separated numbers, got {text!r}") from None
+# The rules of the numeric options (also for the library: ``validate.param(name, x, FIELD)``).
+TOL = v.number(0, 1, open_min=True, open_max=True)  # a relative residual: >= 1 is "x = 0"
+MAXITER = v.integer(1, v.INT32_MAX)
+OFFSET = v.integer(v.INT32_MIN, v.INT32_MAX)
+ANCHOR = v.integer(0, v.INT32_MAX)
+THRESHOLD = v.number(min=0)
+ALPHA = v.number(min=0, max=1e3, open_min=True)
+BETA = v.number(0, 1, open_max=True)
+FACTOR = v.number(0, 1e3)
+ANGLE = v.number(-360, 360)
+DATA_WEIGHT = v.number(0, 1e6, open_min=True)
 
 
 def add_task_arguments(task: str, parser: argparse.ArgumentParser) -> None:
     """Adds the arguments of ``task`` to its sub-parser."""
+    v.one_line_errors(parser)
     if task in _PASTE:
         parser.add_argument("--source", required=True, help="image to paste (file)")
         parser.add_argument("--target", required=True, help="image to paste into (file)")
@@ -42,6 +53,7 @@ def add_task_arguments(task: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--offset",
             default=None,
+            type=v.arg_tuple(OFFSET, 2, names="DY,DX"),
             metavar="DY,DX",
             help="target pixel that source pixel (0,0) lands on; omit when the source "
             "is pre-aligned (same size as the target)",
@@ -65,27 +77,49 @@ def add_task_arguments(task: str, parser: argparse.ArgumentParser) -> None:
             parser.add_argument("--mask", required=True, help="region to edit (white)")
     if task == "flatten":
         parser.add_argument(
-            "--threshold", type=float, default=0.1, help="edge threshold on luma gradient (0-1)"
+            "--threshold",
+            type=v.arg(THRESHOLD),
+            default=0.1,
+            help="edge threshold on luma gradient (0-1)",
         )
     if task == "illumination":
-        parser.add_argument("--alpha", type=float, default=0.2, help="fraction of mean gradient")
-        parser.add_argument("--beta", type=float, default=0.4, help="compression exponent (0-1)")
+        parser.add_argument(
+            "--alpha", type=v.arg(ALPHA), default=0.2, help="fraction of mean gradient"
+        )
+        parser.add_argument(
+            "--beta", type=v.arg(BETA), default=0.4, help="compression exponent (0-1)"
+        )
     if task == "recolor":
         parser.add_argument(
-            "--factors", default="1.5,0.5,0.5", metavar="R,G,B", help="channel multipliers"
+            "--factors",
+            default=(1.5, 0.5, 0.5),
+            type=v.arg_tuple(FACTOR, 3, names="R,G,B"),
+            metavar="R,G,B",
+            help="channel multipliers",
         )
     if task == "color2gray":
-        parser.add_argument("--angle", type=float, default=45.0, help="hue axis for the sign")
         parser.add_argument(
-            "--data-weight", type=float, default=1e-3, help="pull towards the luma (> 0)"
+            "--angle", type=v.arg(ANGLE), default=45.0, help="hue axis for the sign"
+        )
+        parser.add_argument(
+            "--data-weight",
+            type=v.arg(DATA_WEIGHT),
+            default=1e-3,
+            help="pull towards the luma (> 0)",
         )
     if task == "toy":
         parser.add_argument(
-            "--anchor", default="0,0", metavar="Y,X", help="the pixel whose value is given"
+            "--anchor",
+            default=(0, 0),
+            type=v.arg_tuple(ANCHOR, 2, names="Y,X"),
+            metavar="Y,X",
+            help="the pixel whose value is given",
         )
     parser.add_argument("--out", required=True, help="output image (.png/.jpg/.tif ...)")
-    parser.add_argument("--tol", type=float, default=None, help="CG relative tolerance")
-    parser.add_argument("--maxiter", type=int, default=None, help="CG iteration cap")
+    parser.add_argument(
+        "--tol", type=v.arg(TOL), default=None, help="CG relative tolerance, in (0, 1)"
+    )
+    parser.add_argument("--maxiter", type=v.arg(MAXITER), default=None, help="CG iteration cap")
 
 
 def _read(path: str):
@@ -93,17 +127,21 @@ def _read(path: str):
     return raw, im.to_float(raw)
 
 
-def _read_mask(path: str):
+def _read_mask(path: str, notes: list[str]):
     from imsyn.poisson import binarize_mask
 
     raw = im.read_image(path)
     mask, binary = binarize_mask(raw)
     if not binary:
-        print(f"note: mask {path} is not binary; thresholded at 0.5", file=sys.stderr)
+        notes.append(f"mask {path} not binary: thresholded at 0.5")
     return mask
 
 
 def _match_channels(a: np.ndarray, b: np.ndarray):
+    """The source ``a`` in the target ``b``'s channels; the source's alpha is flattened
+    (composited on white, as every reader does) unless the target has alpha too."""
+    if a.ndim == 3 and a.shape[-1] == 4 and not (b.ndim == 3 and b.shape[-1] == 4):
+        a = im.to_rgb(a)
     ca = 1 if a.ndim == 2 else a.shape[-1]
     cb = 1 if b.ndim == 2 else b.shape[-1]
     if ca == cb:
@@ -133,6 +171,11 @@ def _check_out(path: str) -> Path:
 
 
 def _write(out: Path, img: np.ndarray, raw_dtype) -> None:
+    if not np.all(np.isfinite(img)):
+        raise InputError(
+            f"the solve gave NaN or infinite values; nothing written to {out} "
+            "(try a smaller --tol or other weights)"
+        )
     sixteen = raw_dtype == np.uint16 and (
         out.suffix.lower() in (".tif", ".tiff") or (out.suffix.lower() == ".png" and img.ndim == 2)
     )
@@ -146,25 +189,24 @@ def run(args: argparse.Namespace) -> int:
 
     task = args.task
     out = _check_out(args.out)
-    if args.tol is not None and not args.tol > 0:
-        raise InputError(f"--tol must be > 0, got {args.tol}")
-    if args.maxiter is not None and args.maxiter < 1:
-        raise InputError(f"--maxiter must be >= 1, got {args.maxiter}")
+    inputs = [args.source, args.target] if task in _PASTE else [args.input]
+    if getattr(args, "mask", None):
+        inputs.append(args.mask)
+    check_outputs([out], inputs=inputs)
     opts = {}
     if args.tol is not None:
         opts["tol"] = args.tol
     if args.maxiter is not None:
         opts["maxiter"] = args.maxiter
+    notes: list[str] = []
 
     extra = ""
     if task in _PASTE:
         _, src = _read(args.source)
         raw, tgt = _read(args.target)
-        mask = _read_mask(args.mask)
+        mask = _read_mask(args.mask, notes)
         src, tgt = _match_channels(src, tgt)
-        offset = None if args.offset is None else _pair(args.offset, "--offset")
-        if offset is not None and len(offset) != 2:
-            raise InputError(f"--offset must be DY,DX, got {args.offset!r}")
+        offset = args.offset
         if task == "blend":
             res = poisson.blend(
                 src, tgt, mask, offset=offset, mode=args.mode, magnitude=args.magnitude, **opts
@@ -174,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raw, img = _read(args.input)
         if task in _MASKED:
-            mask = _read_mask(args.mask)
+            mask = _read_mask(args.mask, notes)
             if mask.shape != img.shape[:2]:
                 raise InputError(
                     f"mask {args.mask} is {mask.shape[1]}x{mask.shape[0]} but the input is "
@@ -185,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         elif task == "illumination":
             res = poisson.change_illumination(img, mask, alpha=args.alpha, beta=args.beta, **opts)
         elif task == "recolor":
-            factors = _pair(args.factors, "--factors", float)
+            factors = args.factors
             if img.ndim == 2:
                 img = im.to_rgb(img)
             res = poisson.change_color(img, mask, factors=factors, **opts)
@@ -194,18 +236,16 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{args.input}: is already grayscale")
             res = poisson.color2gray(img, angle=args.angle, data_weight=args.data_weight, **opts)
         elif task == "toy":
-            anchor = _pair(args.anchor, "--anchor")
-            if len(anchor) != 2:
-                raise InputError(f"--anchor must be Y,X, got {args.anchor!r}")
-            res = poisson.reconstruct(img, anchor=anchor, **opts)
+            res = poisson.reconstruct(img, anchor=args.anchor, **opts)
             extra = f" max_abs_error={float(np.abs(res.image - img).max()):.3g}"
         else:  # pragma: no cover - argparse only offers known tasks
             raise InputError(f"unknown task {task!r}")
 
     _write(out, res.image, raw.dtype)
+    note = f" ({'; '.join(notes)})" if notes else ""
     print(
         f"{task}: residual={res.residual:.3g} iterations={res.iterations} "
-        f"converged={res.converged}{extra} -> {out}"
+        f"converged={res.converged}{extra} -> {out}{note}"
     )
     if not res.converged:
         print(

@@ -12,20 +12,36 @@ Orbax writes a checkpoint into a temporary directory and renames it when it is
 complete (then writes the commit marker), and only finalized step directories
 are listed, so a process killed in the middle of a save leaves a directory that
 is never restored (and is cleaned up by the next run).
+
+Integrity: orbax (0.12) checksums only the index of its zarr3 shards, not the
+data, so ``meta`` also holds ``digest``, a SHA-256 of the state's arrays (dtype,
+shape and bytes of every leaf) computed when it is saved and checked when it is
+restored. A damaged checkpoint (flipped, truncated or emptied data files,
+unreadable or missing metadata, a digest that does not match) is skipped with one
+line on stderr and the newest intact step is restored instead; in a run that
+writes, the damaged step is moved to ``checkpoints.damaged/<step>`` so that the
+run can save that step again. Orbax's own error logs of a failed attempt are
+silenced: the one line says what happened.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from imsyn.errors import ConfigError
+from imsyn.errors import ConfigError, InputError, OutputError
 
 
 def encode_data_state(state: Any) -> Any:
@@ -41,6 +57,46 @@ def decode_data_state(state: Any) -> Any:
     return state
 
 
+def state_digest(state: Any) -> str:
+    """SHA-256 (hex) of a pytree's arrays: the dtype, shape and bytes of every leaf, in order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            leaf = leaf.addressable_data(0)  # replicated state: every copy is the same
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class _Damaged(Exception):
+    """A checkpoint step that cannot be restored because its files are damaged."""
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences orbax's (absl) error logs while a checkpoint is tried: the caller reports."""
+    loggers = [logging.getLogger(n) for n in ("absl", "orbax")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    line = text.splitlines()[0].split(" See full TensorStore details")[0]
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 class Checkpoints:
     """Periodic, keep-last-K checkpoints of ``(state, meta)`` in ``directory``.
 
@@ -52,6 +108,7 @@ class Checkpoints:
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
+        self._read_only = read_only
         absl_log = logging.getLogger("absl")
         level = absl_log.level
         if read_only:  # orbax warns that a read-only manager ignores saving options
@@ -80,50 +137,160 @@ class Checkpoints:
         return list(self._mgr.all_steps())
 
     def save(self, step: int, state: Any, meta: dict) -> None:
-        """Saves ``state`` and JSON ``meta`` as checkpoint ``step`` (blocking, atomic)."""
-        self._mgr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        self._mgr.wait_until_finished()
+        """Saves ``state`` and JSON ``meta`` (plus the state's ``digest``) as checkpoint ``step``.
+
+        Blocking and atomic.
+
+        Raises:
+          OutputError: the checkpoint cannot be written (disk full, ...): one line.
+        """
+        meta = {**meta, "digest": state_digest(state)}
+        try:
+            with _quiet():
+                self._mgr.save(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                    ),
+                    force=True,
+                )
+                self._mgr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many kinds
+            raise OutputError(
+                f"{self.directory / str(step)}: cannot write checkpoint ({_first_line(e)})"
+            ) from None
+
+    def _read_meta(self, step: int) -> dict:
+        try:
+            with _quiet():
+                out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            raise _Damaged(f"its meta item is unreadable ({_first_line(e)})") from None
+        meta = out["meta"]
+        if not isinstance(meta, dict) or meta.get("step", step) != step:
+            raise _Damaged("its meta item is damaged")
+        return meta
 
     def read_meta(self, step: int | None = None) -> dict | None:
-        """The ``meta`` item of checkpoint ``step`` (default: latest), or None if none."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            return None
-        out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return out["meta"]
+        """The ``meta`` item of checkpoint ``step`` (default: the newest readable), or None.
+
+        Raises:
+          InputError: ``step`` was given (or every checkpoint is) damaged.
+        """
+        if step is not None:
+            try:
+                return self._read_meta(step)
+            except _Damaged as e:
+                raise InputError(f"checkpoint {step} in {self.directory} is damaged: {e}") from None
+        problems = []
+        for s in sorted(self.all_steps(), reverse=True):
+            try:
+                return self._read_meta(s)
+            except _Damaged as e:
+                problems.append(f"step {s}: {e}")
+        if problems:
+            raise self._all_damaged(problems)
+        return None
+
+    def _all_damaged(self, problems: list[str]) -> InputError:
+        return InputError(
+            f"every checkpoint in {self.directory} is damaged ({'; '.join(problems)}); "
+            "move the checkpoints folder away to start over"
+        )
+
+    def _diagnose(self, step: int, error: BaseException) -> str | None:
+        """What is damaged in checkpoint ``step`` (None: the files look intact)."""
+        root = self.directory / str(step)
+        meta_file = root / "state" / "_METADATA"
+        if not meta_file.is_file():
+            return "state/_METADATA is missing"
+        try:
+            json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            return "state/_METADATA is truncated or not JSON"
+        for f in root.rglob("*"):
+            with contextlib.suppress(OSError):
+                if f.is_file() and f.stat().st_size == 0:
+                    return f"{f.relative_to(root)} is empty"
+        if not isinstance(error, ValueError | KeyError | TypeError):
+            return f"its data cannot be read ({_first_line(error)})"
+        return None
+
+    def _restore_step(self, step: int, abstract: Any) -> tuple[Any, dict]:
+        meta = self._read_meta(step)
+        try:
+            with _quiet():
+                out = self._mgr.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                    ),
+                )
+        except Exception as e:  # noqa: BLE001 - damage shows as many kinds of error
+            damage = self._diagnose(step, e)
+            if damage is not None:
+                raise _Damaged(damage) from None
+            raise ConfigError(
+                f"checkpoint {step} in {self.directory} does not match this config: "
+                f"{_first_line(e)}"
+            ) from None
+        want = meta.get("digest")
+        if want is not None and state_digest(out["state"]) != want:
+            raise _Damaged("its data do not match the checksum saved with it")
+        return out["state"], meta
 
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
-        """Restores checkpoint ``step`` (default: latest) onto the layout of ``target``.
+        """Restores checkpoint ``step`` (default: the newest intact one) onto ``target``'s layout.
+
+        Without ``step``, a damaged checkpoint is skipped (one line on stderr; in a
+        manager that writes it is moved to ``checkpoints.damaged/``) and the next
+        older one is tried.
 
         Returns:
           (state, meta).
 
         Raises:
           ConfigError: no checkpoint, or its arrays do not match ``target``.
+          InputError: ``step`` (or every checkpoint) is damaged.
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(self.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise ConfigError(f"no checkpoint in {self.directory}; train first (train.py)")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        damaged: list[tuple[int, str]] = []
+        for s in steps:
+            try:
+                result = self._restore_step(s, abstract)
+            except _Damaged as e:
+                if step is not None:
+                    raise InputError(
+                        f"checkpoint {s} in {self.directory} is damaged: {e}"
+                    ) from None
+                damaged.append((s, str(e)))
+                continue
+            for bad, why in damaged:
+                print(
+                    f"warning: checkpoint {bad} in {self.directory} is damaged ({why}); "
+                    f"restored step {s} instead{self._set_aside(bad)}",
+                    file=sys.stderr,
+                )
+            return result
+        raise self._all_damaged([f"step {s}: {why}" for s, why in damaged])
+
+    def _set_aside(self, step: int) -> str:
+        """Moves a damaged step out of the way (writing managers only); says where."""
+        if self._read_only:
+            return ""
+        dest = self.directory.parent / f"{self.directory.name}.damaged" / str(step)
         try:
-            out = self._mgr.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                ),
-            )
-        except (ValueError, KeyError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(
-                f"checkpoint {step} in {self.directory} does not match this config: {first}"
-            ) from None
-        return out["state"], out["meta"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(self.directory / str(step), dest)
+            self._mgr.reload()
+        except OSError:
+            return ""
+        return f"; moved to {dest}"
 
     def close(self) -> None:
         self._mgr.close()

@@ -27,7 +27,9 @@ A *task* describes one kind of experiment; the loop does everything else::
 
 Entry points:
 
-* :func:`fit` (``train.py``): validate, check the workdir (writable; same arch),
+* :func:`fit` (``train.py``): validate, check the workdir (writable; same arch;
+  an empty folder or this task's own earlier workdir; not one of the config's
+  inputs), hold its lock (:func:`imsyn.outputs.claim_workdir`: one run at a time),
   write ``config.json``, build a 1-D ``data`` mesh over all devices, init or
   resume (model, optimizer, step, data iterator; the key of step ``t`` is
   ``fold_in(key(seed), t)``, so a resumed run reproduces an uninterrupted one),
@@ -35,10 +37,12 @@ Entry points:
   ``metrics.jsonl`` + TensorBoard events every ``log_every`` steps, sample
   grids and ``plots/losses.png`` every ``sample_every`` steps, checkpoints
   every ``checkpoint_every`` steps and on SIGINT/SIGTERM (then it stops with
-  :class:`KeyboardInterrupt`), a NaN/Inf guard (stops with
+  :class:`KeyboardInterrupt`; also when the signal comes during the last step, or
+  during the final evaluation, which a rerun then completes), a NaN/Inf guard (stops with
   :class:`TrainingDiverged`, keeps the last good checkpoint: a state is only
   saved when all its arrays are finite), finally :func:`evaluate_run`.
-* :func:`restore` (``eval.py``): the latest checkpoint onto a fresh state.
+* :func:`restore` (``eval.py``): the newest intact checkpoint onto a fresh state
+  (a damaged one is skipped with one line, see :mod:`imsyn.training.checkpoint`).
 * :func:`evaluate_run`: ``task.evaluate`` → ``eval/metrics.json`` (with the
   step) → ``report.html``.
 
@@ -55,6 +59,7 @@ process 0 writes logs, samples and reports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -75,6 +80,7 @@ from imsyn.data.sharding import (
 )
 from imsyn.errors import ConfigError, ImsynError, OutputError
 from imsyn.image import write_json
+from imsyn.outputs import check_workdir_inputs, claim_workdir
 from imsyn.progress import Progress
 from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_data_state
 from imsyn.training.writers import (
@@ -196,15 +202,14 @@ def _is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def _check_workdir(workdir: Path) -> None:
-    """Raises OutputError unless ``workdir`` exists or can be created, and is writable."""
+def _check_is_folder(workdir: Path) -> None:
+    """Raises OutputError if ``workdir`` is an existing file (or lies under one)."""
     probe = workdir
-    while not probe.exists():
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise OutputError(f"workdir {workdir}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"workdir {workdir} is not writable")
+        what = "is a file" if probe == workdir else f"lies under {probe}, which is a file"
+        raise OutputError(f"workdir {workdir} {what}, not a run's workdir")
 
 
 def _check_arch(ckpts: Checkpoints, arch: dict, workdir: Path) -> dict | None:
@@ -268,10 +273,14 @@ def _kept(last_good: int | None) -> str:
 
 
 class _Signals:
-    """Records SIGINT/SIGTERM so the loop can checkpoint and stop between steps."""
+    """Records SIGINT/SIGTERM so the loop can checkpoint and stop between steps.
+
+    Once ``immediate`` is set (the final evaluation), a signal raises KeyboardInterrupt at once.
+    """
 
     def __init__(self):
         self.received: int | None = None
+        self.immediate = False
         self._old = {}
 
     def __enter__(self):
@@ -283,9 +292,10 @@ class _Signals:
         return self
 
     def _handle(self, signum, frame):
-        if self.received is not None:  # second signal: give up at once
-            raise KeyboardInterrupt
+        second = self.received is not None
         self.received = signum
+        if second or self.immediate:  # a second signal, or nothing to checkpoint: stop now
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -328,15 +338,26 @@ def fit(config, workdir: str | os.PathLike, task: Task):
     task.validate(config)
     mesh = data_mesh()
     check_batch_size(config.batch_size, mesh)
-    _check_workdir(workdir)
+    _check_is_folder(workdir)
+    check_workdir_inputs(workdir, config)
     arch = _jsonable(task.arch(config))
     ckpts = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, read_only=True)
-    meta = _check_arch(ckpts, arch, workdir)
-    ckpts.close()
+    try:
+        meta = _check_arch(ckpts, arch, workdir)
+    finally:
+        ckpts.close()
 
     # Nothing was written before this point.
     primary = _is_primary()
-    workdir.mkdir(parents=True, exist_ok=True)
+    with (
+        claim_workdir(workdir, mode="train", task=config.get("task"))
+        if primary
+        else contextlib.nullcontext()
+    ):
+        return _fit_claimed(config, workdir, task, mesh, arch, meta, primary)
+
+
+def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, primary: bool):
     if primary:
         write_json(workdir / "config.json", config.to_dict())
     ckpts = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints)
@@ -375,11 +396,16 @@ def fit(config, workdir: str | os.PathLike, task: Task):
             events.write_images(at, grids)
             plot_losses(read_metrics(log.path), workdir / "plots" / "losses.png", title=config.name)
 
+    def stopped(signum: int) -> KeyboardInterrupt:
+        name = signal.Signals(signum).name
+        print(f"\n{name}: checkpoint at step {step} in {ckpts.directory}")
+        return KeyboardInterrupt()
+
     bar = Progress(config.num_steps, desc=f"train {config.name}", unit="step", initial=step)
     pending: list[tuple[int, dict]] = []
     t_log, n_log = time.perf_counter(), 0
-    try:
-        with _Signals() as sigs:
+    with _Signals() as sigs:
+        try:
             while step < config.num_steps:
                 batch = shard_batch(_next(data), mesh)
                 state, metrics = step_fn(state, batch, jax.random.fold_in(key, step))
@@ -418,15 +444,24 @@ def fit(config, workdir: str | os.PathLike, task: Task):
                     outputs(step)
                 t_log += time.perf_counter() - t_side  # steps_per_s counts training only
                 if stop:
-                    name = signal.Signals(sigs.received).name
-                    print(f"\n{name}: checkpoint at step {step} in {ckpts.directory}")
-                    raise KeyboardInterrupt
-    finally:
-        bar.close()
-        if events is not None:
-            events.close()
-        ckpts.close()
-    evaluate_run(config, workdir, task, state=state, step=step)
+                    raise stopped(sigs.received)
+            if sigs.received is not None:  # came during the last step: its checkpoint is saved
+                raise stopped(sigs.received)
+        finally:
+            bar.close()
+            if events is not None:
+                events.close()
+            ckpts.close()
+        sigs.immediate = True  # from here a signal stops at once; a rerun evaluates again
+        try:
+            evaluate_run(config, workdir, task, state=state, step=step)
+        except KeyboardInterrupt:
+            name = signal.Signals(sigs.received or signal.SIGINT).name
+            print(
+                f"\n{name} during the final evaluation: the checkpoint of step {step} is kept; "
+                "rerun the same command to evaluate"
+            )
+            raise
     return state
 
 
@@ -441,6 +476,7 @@ def restore(config, workdir: str | os.PathLike, task: Task):
     """
     workdir = Path(workdir)
     task.validate(config)
+    _check_is_folder(workdir)
     if not (workdir / "checkpoints").is_dir():
         raise ConfigError(f"no checkpoint in {workdir}: train first (train.py)")
     mesh = data_mesh()
@@ -467,10 +503,12 @@ def evaluate_run(config, workdir: str | os.PathLike, task: Task, *, state=None, 
     workdir = Path(workdir)
     if state is None:
         state, step = restore(config, workdir, task)
-    metrics = dict(task.evaluate(state, config, workdir))
-    metrics["step"] = int(step)
-    if _is_primary():
-        write_json(workdir / "eval" / "metrics.json", metrics)
-        extra = getattr(task, "report_sections", None)
-        write_report(workdir, sections=extra(config, workdir) if extra else ())
+    claim = claim_workdir(workdir, mode="eval") if _is_primary() else contextlib.nullcontext()
+    with claim:  # held already when called from fit: re-entrant
+        metrics = dict(task.evaluate(state, config, workdir))
+        metrics["step"] = int(step)
+        if _is_primary():
+            write_json(workdir / "eval" / "metrics.json", metrics)
+            extra = getattr(task, "report_sections", None)
+            write_report(workdir, sections=extra(config, workdir) if extra else ())
     return metrics
