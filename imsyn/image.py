@@ -95,8 +95,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _read_tiff(p: Path) -> np.ndarray:
+    import logging
+
     import tifffile
 
+    log = logging.getLogger("tifffile")  # its warnings on odd files: the error says enough
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        return _read_tiff_quiet(p, tifffile)
+    finally:
+        log.setLevel(level)
+
+
+def _read_tiff_quiet(p: Path, tifffile) -> np.ndarray:
     with tifffile.TiffFile(p) as tif:
         series = tif.series[0]
         page = series.keyframe
