@@ -250,7 +250,7 @@ def copy_weights(nnx_module, torch_module) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def jax_cyclegan(size, batch, n_blocks, disc, xa, xb):
+def jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim=64):
     import jax
     import jax.numpy as jnp
     import optax
@@ -262,8 +262,8 @@ def jax_cyclegan(size, batch, n_blocks, disc, xa, xb):
     r = nnx.Rngs(0)
     gen = models.get("cycle_resnet")
     dis = models.get({"patch": "patch_discriminator", "patch70": "patch70_discriminator"}[disc])
-    nets = [gen(conv_dim=64, n_blocks=n_blocks, rngs=r) for _ in range(2)]
-    nets += [dis(conv_dim=64, rngs=r) for _ in range(2)]
+    nets = [gen(conv_dim=conv_dim, n_blocks=n_blocks, rngs=r) for _ in range(2)]
+    nets += [dis(conv_dim=conv_dim, rngs=r) for _ in range(2)]
     step = CycleGANStep(
         *nets,
         opt_g=optax.adam(2e-4, 0.5, 0.999),
@@ -288,18 +288,19 @@ def jax_cyclegan(size, batch, n_blocks, disc, xa, xb):
     return nets, run, sync
 
 
-def torch_cyclegan(nets, n_blocks, disc, xa, xb):
+def torch_cyclegan(nets, n_blocks, disc, xa, xb, device="cpu", conv_dim=64):
     import torch
 
     CycleGenerator, PatchDiscriminator, _, _ = torch_modules()
-    g_xy, g_yx = CycleGenerator(64, n_blocks), CycleGenerator(64, n_blocks)
-    d_x, d_y = PatchDiscriminator(64, disc), PatchDiscriminator(64, disc)
+    g_xy, g_yx = CycleGenerator(conv_dim, n_blocks), CycleGenerator(conv_dim, n_blocks)
+    d_x, d_y = PatchDiscriminator(conv_dim, disc), PatchDiscriminator(conv_dim, disc)
     for src, dst in zip(nets, (g_xy, g_yx, d_x, d_y), strict=True):
         copy_weights(src, dst)
+        dst.to(device)
     opt_g = torch.optim.Adam([*g_xy.parameters(), *g_yx.parameters()], 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam([*d_x.parameters(), *d_y.parameters()], 2e-4, betas=(0.5, 0.999))
-    x = torch.tensor(xa).permute(0, 3, 1, 2).contiguous()
-    y = torch.tensor(xb).permute(0, 3, 1, 2).contiguous()
+    x = torch.tensor(xa).permute(0, 3, 1, 2).contiguous().to(device)
+    y = torch.tensor(xb).permute(0, 3, 1, 2).contiguous().to(device)
     n = x.shape[0]
 
     def d_loss(real_logits, fake_logits):
@@ -326,13 +327,13 @@ def torch_cyclegan(nets, n_blocks, disc, xa, xb):
 
     def check(jax_out: np.ndarray) -> float:
         with torch.no_grad():
-            want = g_xy(x).permute(0, 2, 3, 1).numpy()
+            want = g_xy(x).permute(0, 2, 3, 1).cpu().numpy()
         return float(np.abs(jax_out - want).max())
 
     return run, (lambda m: None), check
 
 
-def jax_dcgan(size, batch, xa):
+def jax_dcgan(size, batch, xa, conv_dim=None):
     import jax
     import jax.numpy as jnp
 
@@ -343,6 +344,8 @@ def jax_dcgan(size, batch, xa):
 
     cfg = dcgan_config.get_config()
     cfg.update(image_size=size, batch_size=batch, diffaug="")
+    if conv_dim:
+        cfg.update(conv_dim=conv_dim)
     task = DCGANTask()
     state = task.init_state(cfg, jax.random.key(0))
     from flax import nnx
@@ -361,7 +364,7 @@ def jax_dcgan(size, batch, xa):
     return (g, d, cfg.conv_dim), run, jax.block_until_ready
 
 
-def torch_dcgan(nets, xa):
+def torch_dcgan(nets, xa, device="cpu"):
     import torch
 
     _, _, DCGenerator, DCDiscriminator = torch_modules()
@@ -369,20 +372,22 @@ def torch_dcgan(nets, xa):
     g, d = DCGenerator(conv_dim), DCDiscriminator(conv_dim)
     copy_weights(g_src, g)
     copy_weights(d_src, d)
+    g.to(device)
+    d.to(device)
     opt_g = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
-    real = torch.tensor(xa).permute(0, 3, 1, 2).contiguous()
+    real = torch.tensor(xa).permute(0, 3, 1, 2).contiguous().to(device)
     n = real.shape[0]
 
     def run():
         with torch.no_grad():
-            fake = g(torch.randn(n, 100))
+            fake = g(torch.randn(n, 100, device=device))
         opt_d.zero_grad(set_to_none=True)
         ld = 0.5 * ((d(real) - 1) ** 2).mean() + 0.5 * (d(fake) ** 2).mean()
         ld.backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)
-        lg = 0.5 * ((d(g(torch.randn(n, 100))) - 1) ** 2).mean()
+        lg = 0.5 * ((d(g(torch.randn(n, 100, device=device))) - 1) ** 2).mean()
         lg.backward()
         opt_g.step()
         return lg
