@@ -116,12 +116,19 @@ def _first_missing(p: Path) -> tuple[Path, list[Path]]:
     return probe, missing[::-1]
 
 
-def _check_train_target(p: Path, task: str | None) -> None:
+def check_folder(workdir: str | os.PathLike) -> None:
+    """Raises OutputError if ``workdir`` is a file or lies under one (it may not exist yet)."""
+    p = Path(workdir)
     probe, _ = _first_missing(p)
     if probe == p and not p.is_dir():
         raise OutputError(f"workdir {p} is a file, not a directory")
     if probe != p and not probe.is_dir():
         raise OutputError(f"workdir {p}: {probe} is not a directory")
+
+
+def _check_train_target(p: Path, task: str | None) -> None:
+    check_folder(p)
+    probe, _ = _first_missing(p)
     if probe == p:
         try:
             others = [e.name for e in p.iterdir() if e.name != LOCK_NAME]
@@ -209,8 +216,7 @@ def claim_workdir(
         return
     created: list[Path] = []
     if mode == "eval":
-        if p.exists() and not p.is_dir():
-            raise OutputError(f"workdir {p} is a file, not a run's workdir")
+        check_folder(p)
         if not p.is_dir():
             yield p
             return
@@ -246,32 +252,37 @@ def _remove_empty(folders: list[Path]) -> None:
             f.rmdir()
 
 
-def config_inputs(config) -> tuple[list[Path], list[Path]]:
-    """Files and folders a config reads: its string fields naming existing paths.
-
-    A ``kind:path`` data spec counts by its path. Returns ``(files, folders)``.
-    """
-    files, folders = [], []
+def config_inputs(config) -> list[tuple[str, Path]]:
+    """``(field, path)`` of the files and folders a config reads: its string fields that
+    name an existing path (a ``kind:path`` data spec counts by its path)."""
+    found = []
     items = config.items() if hasattr(config, "items") else ()
-    for _, v in items:
+    for name, v in items:
         if not isinstance(v, str) or not v:
             continue
-        for cand in (v, v.split(":", 1)[1] if ":" in v else None):
-            if not cand:
-                continue
-            c = Path(os.path.expanduser(cand))
-            if c.is_dir():
-                folders.append(c)
-            elif c.is_file():
-                files.append(c)
-    return files, folders
+        for cand in (v, v.split(":", 1)[1] if ":" in v else ""):
+            c = Path(os.path.expanduser(cand)) if cand else None
+            if c is not None and c.exists():
+                found.append((name, c))
+                break
+    return found
 
 
 def check_workdir_inputs(workdir: str | os.PathLike, config) -> None:
-    """Refuses a workdir that is one of the config's inputs or lies inside a folder it reads.
+    """Refuses a workdir that is one of the config's inputs or lies inside a folder it reads
+    (the rule of :func:`check_outputs`, with the config field named).
 
     Raises:
-      OutputError: one line naming the input.
+      OutputError: one line naming the field.
     """
-    files, folders = config_inputs(config)
-    check_outputs([workdir], inputs=files, read_dirs=folders)
+    for name, path in config_inputs(config):
+        try:
+            if path.is_dir():
+                check_outputs([workdir], read_dirs=[path])
+            else:
+                check_outputs([workdir], inputs=[path])
+        except OutputError:
+            raise OutputError(
+                f"workdir {workdir} would be written inside {path}, which config.{name} reads; "
+                "use another --workdir"
+            ) from None

@@ -109,7 +109,7 @@ def test_output_onto_an_input_is_refused_before_any_work(plate_png, pair, tmp_pa
     with pytest.raises(OutputError, match="inside .*generator, which is being read"):
         outputs.check_outputs([gen / "x" / "report.html"], read_dirs=[gen])
     outputs.check_outputs([tmp_path / "other.png"], inputs=[plate_png], read_dirs=[gen])
-    with pytest.raises(OutputError, match="being read"):  # a run's workdir inside its data
+    with pytest.raises(OutputError, match="which config.data reads"):  # workdir inside its data
         outputs.check_workdir_inputs(gen / "run", {"data": f"folder:{gen}", "lr": 0.1})
 
 
@@ -288,7 +288,7 @@ def test_bad_workdirs_are_one_line(tmp_path, capsys, fake_experiment):
         assert run_experiment(tmp_path, a_file, mode) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is a file" in err[0], err
-    with pytest.raises(OutputError, match="is a file, not a run's workdir"):
+    with pytest.raises(OutputError, match="is a file, not a directory"):
         loop.restore(_toy_config(), a_file, ToyTask())
     assert run_experiment(tmp_path, "/proc/imsyn_run") == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -78,9 +78,9 @@ from imsyn.data.sharding import (
     replicated,
     shard_batch,
 )
-from imsyn.errors import ConfigError, ImsynError, OutputError
+from imsyn.errors import ConfigError, ImsynError
 from imsyn.image import write_json
-from imsyn.outputs import check_workdir_inputs, claim_workdir
+from imsyn.outputs import check_folder, check_workdir_inputs, claim_workdir
 from imsyn.progress import Progress
 from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_data_state
 from imsyn.training.writers import (
@@ -200,16 +200,6 @@ def lr_schedule(config):
 
 def _is_primary() -> bool:
     return jax.process_index() == 0
-
-
-def _check_is_folder(workdir: Path) -> None:
-    """Raises OutputError if ``workdir`` is an existing file (or lies under one)."""
-    probe = workdir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        what = "is a file" if probe == workdir else f"lies under {probe}, which is a file"
-        raise OutputError(f"workdir {workdir} {what}, not a run's workdir")
 
 
 def _check_arch(ckpts: Checkpoints, arch: dict, workdir: Path) -> dict | None:
@@ -338,7 +328,7 @@ def fit(config, workdir: str | os.PathLike, task: Task):
     task.validate(config)
     mesh = data_mesh()
     check_batch_size(config.batch_size, mesh)
-    _check_is_folder(workdir)
+    check_folder(workdir)
     check_workdir_inputs(workdir, config)
     arch = _jsonable(task.arch(config))
     ckpts = Checkpoints(workdir / "checkpoints", keep=config.keep_checkpoints, read_only=True)
@@ -476,7 +466,7 @@ def restore(config, workdir: str | os.PathLike, task: Task):
     """
     workdir = Path(workdir)
     task.validate(config)
-    _check_is_folder(workdir)
+    check_folder(workdir)
     if not (workdir / "checkpoints").is_dir():
         raise ConfigError(f"no checkpoint in {workdir}: train first (train.py)")
     mesh = data_mesh()
