@@ -147,9 +147,11 @@ def check(config, schema: Mapping[str, Field], *, prefix: str = "config") -> Non
 
 # --------------------------------------------------------------------------- command lines
 
-#: the integers an option may take when the value reaches JAX/NumPy as int32
+#: the integers an option may take when the value reaches JAX/NumPy as int32 / int64
+#: (``jax.random.key(seed)`` takes seeds up to INT64_MAX)
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
+INT64_MAX = 2**63 - 1
 
 
 def _parse_int(text: str) -> int:

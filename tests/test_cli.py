@@ -36,3 +36,14 @@ def test_unknown_override_field_is_one_line_exit_2(tmp_path):
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "bogus" in p.stderr
     assert not workdir.exists()
+
+
+def test_bad_numeric_option_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    """The real process (no traceback, no usage block): validate.arg at parse time."""
+    out = tmp_path / "o.png"
+    p = _run("-m", "imsyn", "toy", str(tmp_path / "x.png"), "--tol", "inf", "--out", str(out))
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "imsyn toy: error: argument --tol: must be a finite number in (0, 1), got 'inf'"
+    ]
+    assert not out.exists()
