@@ -30,11 +30,18 @@ TASKS = {
 
 
 def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
-    """The CLI parser; only ``task``'s module is imported (the others are just listed)."""
+    """The CLI parser; only ``task``'s module is imported (the others are just listed).
+
+    A bad command line is one line on stderr with exit status 2 (no usage block).
+    """
+    from imsyn.validate import one_line_errors
+
     parser = argparse.ArgumentParser(prog="imsyn", description=__doc__.splitlines()[0])
+    one_line_errors(parser)
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     for name, (mod_name, help_text) in TASKS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        one_line_errors(p)
         if name != task:
             continue
         mod = importlib.import_module(f"imsyn.cli.{mod_name}")
@@ -43,6 +50,10 @@ def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
         else:
             mod.add_arguments(p)
         p.set_defaults(_module=mod)
+        for action in p._actions:  # nested modes (edit project, weights fetch, ...)
+            if isinstance(action, argparse._SubParsersAction):
+                for nested in action.choices.values():
+                    one_line_errors(nested)
     return parser
 
 

@@ -98,7 +98,7 @@ LR_SCHEDULES = ("constant", "linear_decay")
 COMMON_SCHEMA = {
     "task": validate.string(nonempty=True),
     "name": validate.string(nonempty=True),
-    "seed": validate.integer(min=0),
+    "seed": validate.integer(min=0, max=validate.INT64_MAX),
     "num_steps": validate.integer(min=1),
     "batch_size": validate.integer(min=1),
     "log_every": validate.integer(min=1),
