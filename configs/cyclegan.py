@@ -1,27 +1,35 @@
 """CycleGAN (course assignment 3, part 2): Twemoji ↔ OpenMoji emoji style translation.
 
-The main job of imsyn — on a 2-core CPU it finishes (emoji rendering, training, evaluation,
-report) in about 6 minutes::
+The main job of imsyn — on an otherwise idle 2-core CPU it took 5 min 36 s (rendering, training,
+evaluation, report) before LPIPS and FID/KID joined the evaluation; they add a few minutes
+(Inception-v3 at 299 px on 6 x 200 images, about 0.1-0.2 s each on this CPU)::
 
+    python -m imsyn weights fetch lpips_vgg16     # once (else LPIPS is recorded as not available)
+    python -m imsyn weights fetch inception_fid   # once (else FID on the random_conv_v1 fallback)
     python train.py --config=configs/cyclegan.py --workdir=runs/cyclegan
 
 Default: Twemoji (X) ↔ OpenMoji (Y), 32 px, 4000 steps of batch 8 (constant LR, then linear decay
 from step 2666), 32-wide networks with 3 residual blocks, PatchGAN, LSGAN, λ_cyc = 10, DiffAugment
 ``color,translation``. Measured on the held-out paired test split (478 emoji, images in [0, 1];
-2-core CPU, otherwise idle: 5 min 36 s wall, 9.8 min of CPU time)::
+LPIPS v0.1 VGG-16; FID/KID on Inception-v3 (TF-FID weights) over a fixed random subset of 200
+test emoji per domain, ``fid_max_images``; 2-core CPU shared with three other jobs: 17 min wall,
+of which training 10.5 min and evaluation 6.5 min)::
 
-    direction  method            L1 ↓    PSNR ↑  SSIM ↑
-    X → Y      CycleGAN          0.211   9.65    0.126
-    X → Y      identity          0.218   9.58    0.140
-    X → Y      colour transfer   0.219   9.38    0.138
-    Y → X      CycleGAN          0.187   11.29   0.169
-    Y → X      identity          0.218   9.58    0.140
-    Y → X      colour transfer   0.218   10.10   0.145
-    cycle-reconstruction L1: 0.070
+    direction  method            L1 ↓    PSNR ↑  SSIM ↑  LPIPS ↓  FID ↓   KID ↓
+    X → Y      CycleGAN          0.208   9.72    0.135   0.464    231.0   0.104
+    X → Y      identity          0.218   9.58    0.140   0.475    155.3   0.035
+    X → Y      colour transfer   0.219   9.38    0.138   0.472    154.3   0.035
+    Y → X      CycleGAN          0.186   11.33   0.178   0.522    255.4   0.128
+    Y → X      identity          0.218   9.58    0.140   0.475    155.3   0.035
+    Y → X      colour transfer   0.218   10.10   0.145   0.486    157.0   0.038
+    cycle-reconstruction L1: 0.069
 
-(1500 steps gave L1 0.212 / 0.196, 2000 steps 0.216 / 0.198.) The translations take on the target
-style's palette, frame and outline conventions but stay blurry and noisy at 32 px; X → Y SSIM is
-still below the baselines. ``--config.lambda_identity=0.5`` is an option worth sweeping.
+(An earlier run of the same config: L1 0.211 / 0.187, PSNR 9.65 / 11.29, SSIM 0.126 / 0.169;
+1500 steps gave L1 0.212 / 0.196, 2000 steps 0.216 / 0.198.) The translations take on the
+target style's palette, frame and outline conventions but stay blurry and noisy at 32 px: they
+beat the baselines on L1 and PSNR, only X → Y on LPIPS (barely), and on FID/KID they are
+*farther* from real target-style emoji than the untranslated inputs — the artefacts are what
+Inception sees. ``--config.lambda_identity=0.5`` is an option worth sweeping.
 
 Presets (``--config=configs/cyclegan.py:<preset>``):
 
@@ -45,7 +53,10 @@ training fields, ``data`` is domain X and ``data_y`` domain Y (``emoji:<style>``
 (``''`` = all); ``lambda_cycle`` = 0 disables the cycle loss; ``lambda_identity`` weighs the
 identity loss relative to it; ``pool_size`` = 0 disables the image pool; ``discriminator`` is
 ``patch`` (4×4 logits at 64 px), ``patch70`` (pix2pix 70×70) or ``dc`` (one logit);
-``memory_check`` refuses a batch that will not fit the device's memory.
+``memory_check`` refuses a batch that will not fit the device's memory; ``features``
+(``auto``: Inception-v3 when fetched, else ``random_conv_v1``; or a name of
+``imsyn.metrics.NAMES``), ``features_path`` (an Inception weights file) and ``fid_max_images``
+(test images per domain for FID/KID, 0 = all) set the FID/KID evaluation.
 """
 
 import ml_collections

@@ -14,7 +14,9 @@ Presets (``--config=configs/editing.py:<preset>``; the default is ``project``):
   into every latent space of the generator (``spaces="all"``: z for DCGAN,
   z, w, w+ for a style generator). ``eval/projections.png`` shows the targets
   (first row) and one row per space; ``eval/metrics.json`` has ``<space>/l1``
-  (mean |error| on [0, 1]) and ``<space>/psnr``. Expect w+ to reconstruct best,
+  (mean |error| on [0, 1]), ``<space>/psnr`` and ``<space>/lpips`` (LPIPS v0.1, VGG-16;
+  ``python -m imsyn weights fetch lpips_vgg16`` once, else recorded as not available).
+  Expect w+ to reconstruct best,
   then w, then z (the course's finding), and held-out emoji to be matched in
   colour and layout but not in fine detail by a small generator.
 * ``interpolate``: projects two images, then renders ``num_frames`` frames
