@@ -4,7 +4,7 @@ For each source (the course's grumpy-cat folder, Twemoji), host augmentation (``
 ``deluxe``) and worker count (0 = threads in-process, 2 = grain worker processes) it
 measures the images/s delivered by :func:`imsyn.data.make_loader`, and, as the peer, by a
 ``torch.utils.data.DataLoader`` running the same augmentation functions with the same
-worker count. It then times the DCGAN D+G step of :mod:`imsyn.training.gan` (64 px,
+worker count. It then times the DCGAN D+G step of :mod:`imsyn.gan` (64 px,
 batch 16, the default config) with and without DiffAugment, and prints the ratio
 pipeline images/s / step images/s (the faster of the two steps; target >= 10) and
 grain / torch.
@@ -94,17 +94,17 @@ def torch_rate(src, augment, workers, n_batches):
 
 
 def step_rate(data_spec, diffaug, n_steps):
-    """Images/s consumed by the DCGAN D+G step (imsyn.training.gan, default 64 px config)."""
+    """Images/s consumed by the DCGAN D+G step (imsyn.gan, default 64 px config)."""
     import jax
 
-    from imsyn.training.gan import DCGANTask
+    from imsyn.tasks.dcgan import DCGANTask
 
     spec = importlib.util.spec_from_file_location("dcgan_config", ROOT / "configs" / "dcgan.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     cfg = mod.get_config()
     cfg.data, cfg.image_size, cfg.batch_size, cfg.diffaug = data_spec, SIZE, BATCH, diffaug
-    task = DCGANTask()
+    task = DCGANTask(cfg)
     state = task.init_state(cfg, jax.random.key(0))
     step = jax.jit(task.train_step)
     batch = {
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         "cats folder": get_source(f"folder:{cats}", image_size=SIZE),
         "emoji:twemoji": get_source("emoji:twemoji", image_size=SIZE, split="train"),
     }
-    print(f"# step: DCGAN D+G (imsyn.training.gan, default config), {SIZE} px, batch {BATCH}")
+    print(f"# step: DCGAN D+G (imsyn.gan, default config), {SIZE} px, batch {BATCH}")
     plain = step_rate(f"folder:{cats}", "", n_steps)
     diffaug = step_rate(f"folder:{cats}", "color,translation,cutout", n_steps)
     consumed = max(plain, diffaug)  # the ratio uses the faster (more demanding) step

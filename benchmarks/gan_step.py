@@ -5,7 +5,7 @@ modules into ``torch.nn`` modules written here; the script checks that the gener
 agree), the same batch of real images (the course's cats from ``--data``, resized) and the
 same optimizer (Adam), and time whole training steps:
 
-* ``dcgan``: the DCGAN D step + G step (``imsyn.training.gan.DCGANTask.train_step``, the
+* ``dcgan``: the DCGAN D step + G step (``imsyn.gan.make_dcgan_step``, the
   training helper's models), 64 px, batch 16, ``conv_dim`` 32, instance norm, LSGAN.
 * ``cyclegan``: the full CycleGAN step (``imsyn.training.cyclegan.CycleGANStep.step``: both
   generators forward once, both discriminators updated on real vs detached fakes, then both
@@ -337,7 +337,7 @@ def jax_dcgan(size, batch, xa, conv_dim=None):
     import jax
     import jax.numpy as jnp
 
-    from imsyn.training.gan import DCGANTask
+    from imsyn.tasks.dcgan import DCGANTask, graphdefs
 
     sys.path.insert(0, str(ROOT / "configs"))
     import dcgan as dcgan_config
@@ -346,12 +346,13 @@ def jax_dcgan(size, batch, xa, conv_dim=None):
     cfg.update(image_size=size, batch_size=batch, diffaug="")
     if conv_dim:
         cfg.update(conv_dim=conv_dim)
-    task = DCGANTask()
+    task = DCGANTask(cfg)
     state = task.init_state(cfg, jax.random.key(0))
     from flax import nnx
 
-    g = nnx.merge(task._defs[0], state["g"])
-    d = nnx.merge(task._defs[1], state["d"])
+    g_def, d_def = graphdefs(cfg)
+    g = nnx.merge(g_def, state["g"])
+    d = nnx.merge(d_def, state["d"])
     fn = jax.jit(task.train_step, donate_argnums=0)
     b = {"image": jnp.asarray(xa)}
     holder = {"state": state, "i": 0}

@@ -4,54 +4,94 @@ Default — Twemoji emoji at 64 px (what the course trains on)::
 
     python train.py --config=configs/dcgan.py --workdir=runs/dcgan
 
-Presets (``--config=configs/dcgan.py:<preset>``):
+Presets (``--config=configs/dcgan.py:<preset>``), each a few overrides of the default
+(:data:`PRESETS`):
 
-* ``quick``: the 103 Twemoji faces (``data_category="faces"``) at 32 px, conv_dim
-  16, 1500 steps of batch 16 — about 2.5 min on a loaded 2-core CPU. Expect
-  yellow face-shaped emoji with dark eyes and mouths (still blocky) in
-  ``eval/samples.png``; KID ≈ 0.01 and FID ≈ 5 on the random_conv_v1 features
-  (``--config.features=random_conv_v1``; measured: 0.013 / 4.7; untrained: KID ≈ 1).
-  The default ``features="auto"`` uses the real Inception-v3 once ``python -m imsyn
-  weights fetch inception_fid`` has run (values on that scale not measured here).
-  D's least-squares loss falls to ~0.05-0.15, G's stays ~0.3-0.5.
+* ``quick``: the Twemoji faces (``data="emoji:twemoji?category=faces"``) at 32 px,
+  conv_dim 16, 1500 steps of batch 16 — minutes on a CPU::
+
+      python train.py --config=configs/dcgan.py:quick --workdir=runs/dcgan_quick
+
+  Expect yellow face-shaped emoji with dark eyes and mouths (still blocky) in
+  ``eval/samples.png``, and a KID in ``eval/metrics.json`` far below that of the untrained
+  generator. With ``--config.features=random_conv_v1`` the numbers are the offline
+  features'; the default ``features="auto"`` uses the real Inception-v3 once ``python -m
+  imsyn weights fetch inception_fid`` has run. D's least-squares loss falls well below G's.
+  Any other data works on the same preset: ``--config.data=folder:PATH``.
 * ``style``: like ``quick`` but with the style-based generator
   (``imsyn/models/stylegan.py``: mapping net z -> w, modulated convs), Adam(2e-3, 0, 0.99);
   its runs give ``configs/editing.py`` the latent spaces z, w and w+.
 * ``grumpy``: the course's settings — batch 16, 500 epochs of the 204 grumpy-cat
   images (12 full batches per epoch → 6000 steps), 64 px, least squares,
-  instance norm, Adam(2e-4, 0.5, 0.999)::
+  instance norm, deluxe augmentation, Adam(2e-4, 0.5, 0.999)::
 
       python train.py --config=configs/dcgan.py:grumpy \\
           --config.data=folder:../shared/data/gan/grumpifyBprocessed --workdir=runs/grumpy
 
-  Measured 0.63 s/step on a 2-core CPU loaded by other jobs (about 1 h for the
-  6000 steps at that rate; an idle machine is faster). The course reports
-  recognisable cat faces with deluxe augmentation + DiffAugment
-  (``--config.diffaug=color,translation,cutout``) and collapsed or overfitted
-  samples without augmentation. This preset has not been run to completion here:
-  compare ``eval/metrics.json`` across the augment and diffaug sweeps rather than
-  against a number in this docstring.
+  The course reports recognisable cat faces with deluxe augmentation + DiffAugment
+  (``--config.diffaug=color,translation,cutout``) and collapsed or overfitted samples
+  without augmentation: compare ``eval/metrics.json`` across the augment and diffaug
+  sweeps.
+
+Measured times and KID/FID, with the commands that produced them: ``docs/training.md``.
 
 Ablations: ``python sweep.py --config=configs/dcgan.py:quick --sweep=<name>
 --workdir=runs/sweep_<name>`` with <name> one of ``augment``, ``diffaug``,
 ``loss``, ``norm`` (see :func:`get_sweep`); ``comparison.html`` shows the runs
 side by side (sample grids, loss curves, KID/FID).
 
-Every field is checked before any compute; unknown fields are refused.
+Every field is checked before any compute (``imsyn/tasks/dcgan.py``); unknown fields are
+refused.
 """
 
 import ml_collections
 
-PRESETS = ("", "quick", "grumpy", "style")
+_QUICK = {
+    "name": "dcgan_quick",
+    "data": "emoji:twemoji?category=faces",
+    "image_size": 32,
+    "conv_dim": 16,
+    "num_steps": 1500,
+    "log_every": 25,
+    "checkpoint_every": 250,
+    "sample_every": 250,
+    "eval_samples": 256,
+}
+
+#: preset name -> overrides of the default config
+PRESETS = {
+    "": {},
+    "quick": _QUICK,
+    "style": {
+        **_QUICK,
+        "name": "dcgan_style",
+        "generator": "style_generator",
+        "lr": 2e-3,  # equalized learning rate (StyleGAN2 settings)
+        "beta1": 0.0,
+        "beta2": 0.99,
+    },
+    "grumpy": {
+        "name": "dcgan_grumpy",
+        "data": "folder:../shared/data/gan/grumpifyBprocessed",
+        "num_steps": 500 * (204 // 16),
+        "augment": "deluxe",
+        "checkpoint_every": 500,
+        "sample_every": 500,
+        "eval_samples": 204,
+    },
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = arg or ""
+    if arg not in PRESETS:
+        raise ValueError(f"unknown preset {arg!r}; choose one of {[p for p in PRESETS if p]}")
     c = ml_collections.ConfigDict()
     c.task = "dcgan"
     c.name = "dcgan"
     c.seed = 0
+    # a data spec with its options: "emoji:twemoji?category=faces", "folder:PATH", "tfds:name"
     c.data = "emoji:twemoji"
-    c.data_category = ""  # emoji only: "faces", "smileys-emotion", "animals-nature", ...
     c.image_size = 64
     c.num_steps = 20000
     c.batch_size = 16
@@ -81,43 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # inception_fid`), else the offline random_conv_v1 fallback; the resolved name is recorded
     c.features = "auto"
     c.features_path = ""
-
-    arg = arg or ""
-    if arg not in PRESETS:
-        raise ValueError(f"unknown preset {arg!r}; choose one of {PRESETS[1:]}")
-    if arg == "quick":
-        c.name = "dcgan_quick"
-        c.data_category = "faces"
-        c.image_size = 32
-        c.conv_dim = 16
-        c.num_steps = 1500
-        c.log_every = 25
-        c.checkpoint_every = 250
-        c.sample_every = 250
-        c.eval_samples = 256
-    elif arg == "style":
-        c.name = "dcgan_style"
-        c.generator = "style_generator"
-        c.data_category = "faces"
-        c.image_size = 32
-        c.conv_dim = 16
-        c.num_steps = 1500
-        c.lr = 2e-3  # equalized learning rate (StyleGAN2 settings)
-        c.beta1 = 0.0
-        c.beta2 = 0.99
-        c.log_every = 25
-        c.checkpoint_every = 250
-        c.sample_every = 250
-        c.eval_samples = 256
-    elif arg == "grumpy":
-        c.name = "dcgan_grumpy"
-        c.data = "folder:../shared/data/gan/grumpifyBprocessed"
-        c.data_category = ""
-        c.num_steps = 500 * (204 // 16)
-        c.augment = "deluxe"
-        c.checkpoint_every = 500
-        c.sample_every = 500
-        c.eval_samples = 204
+    c.update(PRESETS[arg])
     return c
 
 

@@ -648,8 +648,8 @@ def load_generator(workdir) -> LoadedGenerator:
 
     import ml_collections
 
+    from imsyn.tasks.dcgan import DCGANTask
     from imsyn.training.checkpoint import Checkpoints
-    from imsyn.training.gan import DCGANTask
 
     wd = Path(workdir)
     if not wd.is_dir():

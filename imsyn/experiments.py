@@ -21,7 +21,7 @@ from imsyn.errors import ConfigError, ImsynError
 
 # config.task -> module providing train(config, workdir) and evaluate(config, workdir)
 EXPERIMENTS = {
-    "dcgan": "imsyn.training.gan",
+    "dcgan": "imsyn.tasks.dcgan",
     "cyclegan": "imsyn.training.cyclegan",
     "nst": "imsyn.nst",
     "editing": "imsyn.editing",

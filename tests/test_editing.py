@@ -175,8 +175,8 @@ def dcgan_run(tmp_path_factory):
     import ml_collections
 
     from imsyn.image import write_json
+    from imsyn.tasks.dcgan import DCGANTask
     from imsyn.training.checkpoint import Checkpoints
-    from imsyn.training.gan import DCGANTask
 
     spec = {
         "task": "dcgan", "name": "tiny", "seed": 0, "data": "emoji:twemoji", "image_size": 32,

@@ -26,12 +26,13 @@ import optax
 import pytest
 from PIL import Image
 
+from imsyn import validate
 from imsyn.data import ArraySource, make_loader
 from imsyn.errors import ConfigError
 from imsyn.experiments import main
+from imsyn.tasks.dcgan import DCGANTask
 from imsyn.training import loop
 from imsyn.training.checkpoint import Checkpoints
-from imsyn.training.gan import DCGANTask
 from imsyn.training.writers import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,6 @@ STEPS = 16
 
 # Tiny DCGAN: 32 px, conv_dim 2, batch 4; a log line every step, checkpoints every 4.
 TINY = {
-    "data_category": "",
     "num_steps": STEPS,
     "batch_size": 4,
     "conv_dim": 2,
@@ -100,8 +100,8 @@ def blobs(tmp_path_factory) -> str:
 class CountedDCGAN(DCGANTask):
     """DCGAN whose train_step fails if it is traced more than once."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, config):
+        super().__init__(config)
         self.train_step = chex.assert_max_traces(super().train_step, n=1)
 
 
@@ -109,7 +109,8 @@ class CountedDCGAN(DCGANTask):
 def reference(blobs, tmp_path_factory):
     """An uninterrupted tiny DCGAN run (in process); its train_step must compile once."""
     workdir = tmp_path_factory.mktemp("reference")
-    loop.fit(tiny_config(blobs), workdir, CountedDCGAN())
+    config = tiny_config(blobs)
+    loop.fit(config, workdir, CountedDCGAN(config))
     return workdir
 
 
@@ -278,13 +279,14 @@ def test_eval_without_checkpoint_is_a_clear_error(blobs, tmp_path, capsys):
 class ToyTask:
     """Linear regression on image means; the loss (and state) turn NaN from step ``nan_at``."""
 
-    def validate(self, config):
-        loop.check_fields(config, loop.COMMON_FIELDS + ("nan_at",))
-        loop.check_common(config)
-
-    def init_state(self, config, key):
+    def __init__(self, config):
         self.nan_at = config.nan_at
         self.opt = optax.sgd(config.lr)
+
+    def validate(self, config):
+        loop.check_config(config, {"nan_at": validate.integer(min=1)})
+
+    def init_state(self, config, key):
         w = jax.random.normal(key, (3,))
         return {"w": w, "count": jnp.zeros((), jnp.int32), "opt": self.opt.init(w)}
 
@@ -321,8 +323,8 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(blobs, tmp_path):
     with pytest.raises(
         loop.TrainingDiverged, match="loss became nan at step 7.*checkpoint: step 6"
     ):
-        loop.fit(c, tmp_path, ToyTask())
-    state, step = loop.restore(c, tmp_path, ToyTask())
+        loop.fit(c, tmp_path, ToyTask(c))
+    state, step = loop.restore(c, tmp_path, ToyTask(c))
     assert step == 6 and int(state["count"]) == 6
     assert bool(jnp.all(jnp.isfinite(state["w"])))
     assert not (tmp_path / "eval").exists()
@@ -340,7 +342,7 @@ def test_eight_fake_devices_train_like_one(blobs, tmp_path):
         from imsyn.errors import ConfigError
         from imsyn.runtime import enable_compilation_cache
         from imsyn.training import loop
-        from imsyn.training.gan import DCGANTask
+        from imsyn.tasks.dcgan import DCGANTask
         enable_compilation_cache()
         assert len(jax.devices()) == 8, jax.devices()
         spec = importlib.util.spec_from_file_location("cfg", {str(CONFIG)!r})
@@ -348,12 +350,12 @@ def test_eight_fake_devices_train_like_one(blobs, tmp_path):
         c = mod.get_config("quick"); c.update({ {**TINY, "data": blobs, **over}!r})
         try:
             c.batch_size = 4
-            loop.fit(c, {str(tmp_path / "bad")!r}, DCGANTask())
+            loop.fit(c, {str(tmp_path / "bad")!r}, DCGANTask(c))
             raise SystemExit("batch 4 on 8 devices was accepted")
         except ConfigError as e:
             assert "multiple of the device count (8)" in str(e), e
         c.batch_size = 8
-        state = loop.fit(c, {str(tmp_path / "eight")!r}, DCGANTask())
+        state = loop.fit(c, {str(tmp_path / "eight")!r}, DCGANTask(c))
         leaf = jax.tree.leaves(state["g"])[0]
         assert len(leaf.sharding.device_set) == 8
         flat = {{"/".join(map(str, k)): np.asarray(v)
@@ -367,7 +369,8 @@ def test_eight_fake_devices_train_like_one(blobs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "bad").exists()
 
-    state = loop.fit(tiny_config(blobs, **over), tmp_path / "one", DCGANTask())
+    c = tiny_config(blobs, **over)
+    state = loop.fit(c, tmp_path / "one", DCGANTask(c))
     eight = np.load(tmp_path / "eight.npz")
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
     assert len(flat) == len(eight.files)
@@ -407,7 +410,7 @@ def test_style_preset_trains_the_style_generator(blobs):
     """``configs/dcgan.py:style`` swaps in the z -> w -> image generator that A5 edits."""
     c = _load_config_module().get_config("style")
     c.update({**TINY, "data": blobs})
-    task = DCGANTask()
+    task = DCGANTask(c)
     task.validate(c)
     assert task.arch(c)["generator"] == "style_generator"
     state = task.init_state(c, jax.random.key(0))

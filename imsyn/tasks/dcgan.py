@@ -1,0 +1,294 @@
+"""DCGAN experiment (``config.task == "dcgan"``): config -> run -> outputs.
+
+``train(config, workdir)`` / ``evaluate(config, workdir)`` are what ``train.py`` and
+``eval.py`` call (via :mod:`imsyn.experiments`); :class:`DCGANTask` is the
+:class:`imsyn.training.loop.Task` they hand to the generic loop. The algorithm (models,
+the pure step, sampling, slerp) is :mod:`imsyn.gan`.
+
+Config: :data:`imsyn.training.loop.COMMON_SCHEMA` plus :data:`SCHEMA`, checked by
+:func:`validate` before any compute (unknown fields refused). Data-source options travel
+in ``config.data`` (``emoji:twemoji?category=faces``).
+
+Evaluation writes ``eval/samples.png`` (fixed noise), ``eval/interpolation.png``
+(spherical interpolation between random latents, one row per pair) and returns KID/FID
+of ``eval_samples`` generated images against as many training images, on the features
+named by ``config.features`` (``"auto"``: the real TF-FID Inception-v3 when
+``inception_fid`` is cached, else the offline ``random_conv_v1``; the resolved name is
+written next to the numbers, with a note for the fallback).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from imsyn import gan, losses, metrics
+from imsyn.augment import COLOR_PARTS, POLICIES, parse_policy
+from imsyn.errors import ConfigError
+from imsyn.image import make_grid, to_float, to_network, write_image
+from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
+from imsyn.models.layers import NORMS
+from imsyn.training import loop
+from imsyn.validate import boolean, custom, integer, one_of
+
+# Latent streams of the outputs: fold_in(key(seed), stream).
+SAMPLES_STREAM, EVAL_STREAM, INTERPOLATION_STREAM = 1_000_003, 2_000_003, 3_000_017
+
+
+def _policy(v):
+    if not isinstance(v, str):
+        raise ValueError
+    try:
+        parse_policy(v)
+    except ConfigError:
+        raise ValueError from None
+    return v
+
+
+def _weights_file(v):
+    if not isinstance(v, str) or (v and not os.path.isfile(v)):
+        raise ValueError
+    return v
+
+
+#: DCGAN fields beside loop.COMMON_SCHEMA (image_size and loss narrowed, diffaug checked).
+SCHEMA = {
+    "image_size": one_of(*IMAGE_SIZES),
+    "loss": one_of(*losses.GAN_LOSSES),
+    "diffaug": custom(
+        _policy, f"'' or a comma-separated subset of {', '.join(POLICIES + COLOR_PARTS)}"
+    ),
+    "generator": one_of(*gan.GENERATORS),
+    "conv_dim": integer(min=1),
+    "norm": one_of(*NORMS),
+    "spectral_norm": boolean(),
+    "eval_samples": integer(min=2),
+    "num_sample_images": integer(min=2),
+    "features": one_of(*metrics.NAMES),
+    "features_path": custom(_weights_file, "'' or an existing weights file"),
+}
+
+
+def check(config) -> None:
+    """The schema and cross-field rules of a DCGAN config (not the data source).
+
+    Raises:
+      ConfigError: one line naming the field.
+    """
+    if "data_category" in config:
+        raise ConfigError(
+            "config.data_category is no longer a field: give the category in the data spec, "
+            "e.g. config.data = 'emoji:twemoji?category=faces'"
+        )
+    loop.check_config(config, SCHEMA)
+    try:
+        metrics.resolve_features(config.features, config.features_path or None)
+    except ConfigError as e:
+        raise ConfigError(f"config.features: {e}") from None
+
+
+def load_source(config):
+    """The training images of ``config.data`` (an :mod:`imsyn.data` source)."""
+    from imsyn.data import get_source
+
+    try:
+        return get_source(config.data, image_size=config.image_size)
+    except ConfigError as e:
+        raise ConfigError(f"config.data: {e}") from None
+
+
+def arch(config) -> dict:
+    """The architecture fields a checkpoint records (a run of another arch is refused)."""
+    out = {
+        "model": "dcgan",
+        "image_size": config.image_size,
+        "conv_dim": config.conv_dim,
+        "norm": config.norm,
+        "spectral_norm": config.spectral_norm,
+        "z_dim": Z_DIM,
+    }
+    generator = config.get("generator", "dcgan_generator")  # absent from early runs
+    if generator != "dcgan_generator":
+        out["generator"] = generator
+    return out
+
+
+def build_models(config, key) -> tuple[nnx.Module, nnx.Module]:
+    """G and D of a config (:func:`imsyn.gan.make_dcgan`)."""
+    return gan.make_dcgan(
+        image_size=config.image_size,
+        conv_dim=config.conv_dim,
+        norm=config.norm,
+        spectral_norm=config.spectral_norm,
+        generator=config.get("generator", "dcgan_generator"),
+        key=key,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _graphdefs(arch_json: str) -> tuple[nnx.GraphDef, nnx.GraphDef]:
+    cfg = json.loads(arch_json)
+    cfg.setdefault("generator", "dcgan_generator")
+    g, d = nnx.eval_shape(
+        lambda: gan.make_dcgan(
+            image_size=cfg["image_size"],
+            conv_dim=cfg["conv_dim"],
+            norm=cfg["norm"],
+            spectral_norm=cfg["spectral_norm"],
+            generator=cfg["generator"],
+            key=jax.random.key(0),
+        )
+    )
+    return nnx.graphdef(g), nnx.graphdef(d)
+
+
+def graphdefs(config) -> tuple[nnx.GraphDef, nnx.GraphDef]:
+    """The graphdefs of G and D (built abstractly, no parameters allocated)."""
+    return _graphdefs(json.dumps(arch(config), sort_keys=True))
+
+
+def optimizer(config) -> optax.GradientTransformation:
+    """Adam(lr schedule, beta1, beta2), the same for G and D."""
+    return optax.adam(loop.lr_schedule(config), b1=config.beta1, b2=config.beta2)
+
+
+def make_step(config) -> gan.Step:
+    """The pure step ``(state, batch, key) -> (state, metrics)`` of a config."""
+    g_def, d_def = graphdefs(config)
+    opt = optimizer(config)
+    return gan.make_dcgan_step(g_def, d_def, opt, opt, loss=config.loss, diffaug=config.diffaug)
+
+
+def init_state(config, key) -> dict:
+    """``{"g", "d", "g_opt", "d_opt"}`` (see :func:`imsyn.gan.init_dcgan_state`)."""
+    g, d = build_models(config, key)
+    opt = optimizer(config)
+    return gan.init_dcgan_state(g, d, opt, opt)
+
+
+def _noise(seed: int, stream: int, n: int) -> np.ndarray:
+    key = jax.random.fold_in(jax.random.key(seed), stream)
+    return np.asarray(jax.random.normal(key, (n, Z_DIM)))
+
+
+class DCGANTask:
+    """The DCGAN :class:`imsyn.training.loop.Task` of ``config``.
+
+    ``train_step`` and ``samples`` belong to the config given here (the step is built once,
+    on first use, and is a pure function of its arguments); ``validate``, ``init_state``,
+    ``arch`` and ``evaluate`` take theirs as an argument, as the loop passes it. Without a
+    config only those four are available (e.g. to restore a run's generator).
+    """
+
+    def __init__(self, config=None):
+        self.config = config
+        self._source = None
+        self._source_key = None
+
+    def _bound(self):
+        if self.config is None:
+            raise ConfigError("DCGANTask() has no config: create it as DCGANTask(config)")
+        return self.config
+
+    def validate(self, config) -> None:
+        check(config)
+        self.source(config)  # a bad data spec fails here, before anything is written
+
+    def source(self, config):
+        """The training images, built once per (data spec, image size)."""
+        key = (config.data, config.image_size)
+        if self._source_key != key:
+            self._source = load_source(config)
+            self._source_key = key
+        return self._source
+
+    def arch(self, config) -> dict:
+        return arch(config)
+
+    def init_state(self, config, key) -> dict:
+        return init_state(config, key)
+
+    def make_data(self, config, *, seed: int):
+        from imsyn.data import make_loader
+        from imsyn.data.sharding import local_batch_size
+
+        return make_loader(
+            self.source(config),
+            batch_size=local_batch_size(config.batch_size),
+            seed=seed,
+            augment=config.augment,
+            image_size=config.image_size,
+            shard_index=jax.process_index(),
+            shard_count=jax.process_count(),
+        )
+
+    @functools.cached_property
+    def train_step(self) -> gan.Step:
+        """One D update then one G update (:func:`imsyn.gan.make_dcgan_step`); pure."""
+        return make_step(self._bound())
+
+    def generate(self, state, z, config=None) -> np.ndarray:
+        """Images float32[N, S, S, 3] in [0, 1] from latents z[N, 100] (G in eval mode)."""
+        g_def, _ = graphdefs(config if config is not None else self._bound())
+        return gan.generate(g_def, state["g"], z)
+
+    def samples(self, state) -> dict[str, np.ndarray]:
+        config = self._bound()
+        z = _noise(config.seed, SAMPLES_STREAM, config.num_sample_images)
+        return {"samples": make_grid(self.generate(state, z))}
+
+    def evaluate(self, state, config, workdir) -> dict:
+        workdir = Path(workdir)
+        n_grid = config.num_sample_images
+        grid = self.generate(state, _noise(config.seed, SAMPLES_STREAM, n_grid), config)
+        write_image(workdir / "eval" / "samples.png", make_grid(grid))
+        rows, cols = 4, 10
+        key = jax.random.fold_in(jax.random.key(config.seed), INTERPOLATION_STREAM)
+        z = gan.interpolation_latents(key, rows=rows, cols=cols)
+        write_image(
+            workdir / "eval" / "interpolation.png",
+            make_grid(self.generate(state, z, config), ncol=cols),
+        )
+        extractor = metrics.get_extractor(config.features, config.features_path or None)
+        source = self.source(config)
+        n = min(config.eval_samples, len(source))
+        picks = np.random.default_rng(config.seed).choice(len(source), n, replace=False)
+        real = np.stack([to_network(to_float(source[int(i)])) for i in picks])
+        fake = self.generate(state, _noise(config.seed, EVAL_STREAM, n), config)
+        f_real = extractor(real)
+        f_fake = extractor(to_network(fake))
+        out = {
+            "kid": metrics.kid(f_real, f_fake),
+            "fid": metrics.fid(f_real, f_fake),
+            "features": extractor.name,
+            "features_resize": extractor.resize,
+            "num_real": int(n),
+            "num_fake": int(n),
+        }
+        note = getattr(extractor, "note", None)
+        if note:
+            out["features_note"] = note
+        return out
+
+
+def validate(config) -> None:
+    """Checks a DCGAN config (fields, values, data source) without training."""
+    check(config)
+    load_source(config)
+
+
+def train(config, workdir):
+    """train.py entry point: trains (or resumes) a DCGAN run, then evaluates it."""
+    return loop.fit(config, workdir, DCGANTask(config))
+
+
+def evaluate(config, workdir):
+    """eval.py entry point: restores the latest checkpoint and (re)writes eval/ and report.html."""
+    return loop.evaluate_run(config, workdir, DCGANTask(config))
