@@ -2,8 +2,8 @@
 
 Cases (the course configurations):
 
-* ``cyclegan256``: the full CycleGAN training step (``CycleGANStep.step``), 256 px, batch 1,
-  9 residual blocks, 70×70 PatchGAN; ``cyclegan128``: 128 px, batch 16, 6 blocks, Patch D;
+* ``cyclegan256``: the full CycleGAN training step (``imsyn.gan.make_cyclegan_step``), 256 px,
+  batch 1, 9 residual blocks, 70×70 PatchGAN; ``cyclegan128``: 128 px, batch 16, 6 blocks, Patch D;
 * ``dcgan64``: the DCGAN D + G step (``DCGANTask.train_step``), 64 px, batch 128;
 * ``nst512``: Gatys style transfer at 512×512 (random VGG-19 weights: the speed does not depend
   on them), L-BFGS iterations/s with the default (host-driven backtracking) and the in-graph
@@ -53,7 +53,7 @@ def bench_module(name: str):
 
 
 DTYPES_NOTE = (
-    "float32 only: CycleGANStep, DCGANTask, nst, poisson and align have no dtype option yet "
+    "float32 only: the CycleGAN and DCGAN steps, nst, poisson and align have no dtype option yet "
     "(the layers accept bfloat16 inputs, the training steps cast batches to float32)"
 )
 

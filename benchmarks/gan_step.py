@@ -7,7 +7,7 @@ same optimizer (Adam), and time whole training steps:
 
 * ``dcgan``: the DCGAN D step + G step (``imsyn.gan.make_dcgan_step``, the
   training helper's models), 64 px, batch 16, ``conv_dim`` 32, instance norm, LSGAN.
-* ``cyclegan``: the full CycleGAN step (``imsyn.training.cyclegan.CycleGANStep.step``: both
+* ``cyclegan``: the full CycleGAN step (``imsyn.gan.make_cyclegan_step``: both
   generators forward once, both discriminators updated on real vs detached fakes, then both
   generators updated against the updated discriminators with λ_cyc = 10), 64 px and 128 px at
   batch 16 and 256 px at batch 1 (64-wide networks; 3/6/9 residual blocks; Patch
@@ -256,25 +256,19 @@ def jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim=64):
     import optax
     from flax import nnx
 
-    from imsyn import models
-    from imsyn.training.cyclegan import CycleGANStep, StepConfig
+    from imsyn import gan, models
 
     r = nnx.Rngs(0)
     gen = models.get("cycle_resnet")
     dis = models.get({"patch": "patch_discriminator", "patch70": "patch70_discriminator"}[disc])
     nets = [gen(conv_dim=conv_dim, n_blocks=n_blocks, rngs=r) for _ in range(2)]
     nets += [dis(conv_dim=conv_dim, rngs=r) for _ in range(2)]
-    step = CycleGANStep(
-        *nets,
-        opt_g=optax.adam(2e-4, 0.5, 0.999),
-        opt_d=optax.adam(2e-4, 0.5, 0.999),
-        cfg=StepConfig(loss="lsgan", lambda_cycle=10.0),
-        pool_size=0,
-        image_shape=(size, size, 3),
-    )
-    state = step.init_state()
+    opt = optax.adam(2e-4, 0.5, 0.999)
+    state = gan.init_cyclegan_state(gan.CycleGAN(*nets), opt, opt)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = gan.make_cyclegan_step(defs, opt, opt, loss="lsgan", lambda_cycle=10.0)
     b = {"x": jnp.asarray(xa), "y": jnp.asarray(xb)}
-    fn = jax.jit(step.step, donate_argnums=0)
+    fn = jax.jit(step, donate_argnums=0)
     holder = {"state": state, "i": 0}
 
     def run():

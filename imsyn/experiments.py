@@ -22,7 +22,7 @@ from imsyn.errors import ConfigError, ImsynError
 # config.task -> module providing train(config, workdir) and evaluate(config, workdir)
 EXPERIMENTS = {
     "dcgan": "imsyn.tasks.dcgan",
-    "cyclegan": "imsyn.training.cyclegan",
+    "cyclegan": "imsyn.tasks.cyclegan",
     "nst": "imsyn.nst",
     "editing": "imsyn.editing",
 }

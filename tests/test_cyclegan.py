@@ -1,5 +1,6 @@
-"""CycleGAN: networks, the training step, pool, evaluation, configs and bad input (the shared
-layers are tested in test_layers.py)."""
+"""CycleGAN: networks, the pure step and pool of :mod:`imsyn.gan`, the evaluation, the config
+of :mod:`imsyn.tasks.cyclegan` (every preset) and bad input (the shared layers are tested in
+test_layers.py)."""
 
 import importlib.util
 import json
@@ -13,16 +14,17 @@ import optax
 import pytest
 from flax import nnx
 
-from imsyn import models
+from imsyn import gan, models
 from imsyn.data import ArraySource
 from imsyn.errors import ConfigError
 from imsyn.experiments import main as experiments_main
-from imsyn.training import cyclegan as cg
+from imsyn.tasks import cyclegan as cg
 
 ROOT = Path(__file__).resolve().parents[1]
 # face-smiling: 11 train / 3 test emoji, renders in a moment
 _TINY = dict(
-    data_category="face-smiling",
+    data="emoji:twemoji?category=face-smiling",
+    data_y="emoji:openmoji?category=face-smiling",
     image_size=16,
     batch_size=2,
     num_steps=3,
@@ -73,20 +75,24 @@ def test_network_shapes_and_registry():
 # --------------------------------------------------------------------------- step
 
 
-def _step(size=16, **cfg):
-    r = nnx.Rngs(0)
-    gen = dict(conv_dim=4, n_blocks=1)
-    return cg.CycleGANStep(
-        models.get("cycle_resnet")(**gen, rngs=r),
-        models.get("cycle_resnet")(**gen, rngs=r),
-        models.get("patch_discriminator")(conv_dim=4, rngs=r),
-        models.get("patch_discriminator")(conv_dim=4, rngs=r),
-        opt_g=optax.adam(1e-3, 0.5),
-        opt_d=optax.adam(1e-3, 0.5),
-        cfg=cg.StepConfig(**cfg),
-        pool_size=0,
-        image_shape=(size, size, 3),
+def _step(size=16, pool_size=0, **kw):
+    """(the pure step, a function returning a fresh initial state) of tiny networks."""
+    nets = gan.make_cyclegan(
+        image_size=size, g_conv_dim=4, d_conv_dim=4, n_blocks=1, key=jax.random.key(0)
     )
+    opt = optax.adam(1e-3, 0.5)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+
+    def init():
+        return gan.init_cyclegan_state(
+            nets, opt, opt, pool_size=pool_size, image_shape=(size, size, 3)
+        )
+
+    return gan.make_cyclegan_step(defs, opt, opt, **kw), init
+
+
+def _params(state):
+    return nnx.split_state(state, nnx.Param, ...)[0]
 
 
 def _batch(rng, n=2, size=16):
@@ -100,10 +106,10 @@ def _batch(rng, n=2, size=16):
 
 
 def test_step_compiles_once_and_losses_decrease(rng):
-    step = _step(lambda_identity=0.5)
-    state = step.init_state()
+    step, init = _step(lambda_identity=0.5, pool_size=4)
+    state = init()
     batch = _batch(rng)
-    fn = jax.jit(chex.assert_max_traces(step.step, n=1), donate_argnums=0)
+    fn = jax.jit(chex.assert_max_traces(step, n=1), donate_argnums=0)
     history = []
     for i in range(30):
         state, m = fn(state, batch, jax.random.key(i))
@@ -123,6 +129,10 @@ def test_step_compiles_once_and_losses_decrease(rng):
     assert history[-1]["cycle"] < 0.8 * history[0]["cycle"]
     assert history[-1]["identity"] < 0.9 * history[0]["identity"]
     assert history[-1]["d_loss"] < history[0]["d_loss"]
+    assert int(state["pool_n"]) == 4  # the image pool (batch 2) filled up after two steps
+    assert all(
+        np.abs(np.asarray(state[k])).min(axis=(1, 2, 3)).max() > 0 for k in ("pool_x", "pool_y")
+    )
 
 
 def test_cycle_weight_zero_really_disables_the_cycle_loss(rng):
@@ -131,17 +141,19 @@ def test_cycle_weight_zero_really_disables_the_cycle_loss(rng):
 
     def g_xy_after_step(lam):
         """G's parameters after one step, from F as initialised and from a perturbed F."""
-        step = _step(lambda_cycle=lam)
-        fn = jax.jit(step.step)
+        step, init = _step(lambda_cycle=lam)
+        fn = jax.jit(step)
         out = []
         for perturb in (False, True):
-            state = step.init_state()
+            state = init()
             if perturb:
-                state["g_yx"]["params"] = jax.tree.map(
-                    lambda a: a * 1.5 + 0.1, state["g_yx"]["params"]
-                )
+                params, rest = nnx.split_state(state["g_yx"], nnx.Param, ...)
+                params = jax.tree.map(lambda a: a * 1.5 + 0.1, params)
+                state["g_yx"] = nnx.merge_state(params, rest)
+            before = jax.tree.map(np.array, state)
             new, m = fn(state, batch, jax.random.key(0))
-            out.append(new["g_xy"]["params"])
+            chex.assert_trees_all_equal(state, before)  # pure: the input state is untouched
+            out.append(_params(new["g_xy"]))
         return out, m
 
     (a, b), m0 = g_xy_after_step(0.0)
@@ -153,17 +165,31 @@ def test_cycle_weight_zero_really_disables_the_cycle_loss(rng):
     assert not all(np.allclose(u, v) for u, v in leaves)
 
 
+def test_task_step_comes_from_the_config_alone():
+    """No init_state needed first; the new state has the structure (and Variable types) of
+    the old one, as donation and checkpoints need."""
+    config = _tiny_config(pool_size=4)
+    step = cg.CycleGANTask(config).train_step
+    state = jax.eval_shape(lambda: cg.init_state(config, jax.random.key(0)))
+    batch = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _batch(np.random.default_rng(0))
+    )
+    new, m = jax.eval_shape(step, state, batch, jax.random.key(1))
+    assert jax.tree.structure(new) == jax.tree.structure(state)
+    assert set(m) == {"d_loss", "g_loss", "d_x", "d_y", "g_adv_x", "g_adv_y", "cycle"}
+
+
 def test_image_pool():
     pool = jnp.zeros((3, 2, 2, 1))
     fakes = jnp.arange(1.0, 3.0)[:, None, None, None] * jnp.ones((2, 2, 2, 1))
-    out, pool, n = cg.pool_query(pool, jnp.int32(0), fakes, jax.random.key(0))
+    out, pool, n = gan.pool_query(pool, jnp.int32(0), fakes, jax.random.key(0))
     np.testing.assert_array_equal(out, fakes)  # not full: returns the new images
     assert int(n) == 2
     np.testing.assert_array_equal(pool[:2], fakes)
     seen = set()
     for i in range(20):
         new = jnp.full((2, 2, 2, 1), 10.0 + i)
-        out, pool, n = cg.pool_query(pool, n, new, jax.random.key(i + 1))
+        out, pool, n = gan.pool_query(pool, n, new, jax.random.key(i + 1))
         assert int(n) == 3
         stored = {float(v) for v in pool[:, 0, 0, 0]}
         for o in np.asarray(out)[:, 0, 0, 0]:
@@ -173,7 +199,7 @@ def test_image_pool():
     assert seen == {True, False}  # both branches of the coin are taken
     # size 0: pass-through
     empty = jnp.zeros((0, 2, 2, 1))
-    out, p, n = cg.pool_query(empty, jnp.int32(0), fakes, jax.random.key(0))
+    out, p, n = gan.pool_query(empty, jnp.int32(0), fakes, jax.random.key(0))
     np.testing.assert_array_equal(out, fakes)
 
 
@@ -182,20 +208,20 @@ def test_image_pool():
 
 def test_paired_metrics_and_colour_transfer_known_answers(rng):
     a = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
-    m = cg.paired_metrics(a, a)
+    m = gan.paired_metrics(a, a)
     assert m["l1"] == 0.0 and m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0, abs=1e-5)
     b = np.clip(a + 0.1, 0, 1)
-    assert cg.paired_metrics(a, b)["l1"] == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
+    assert gan.paired_metrics(a, b)["l1"] == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
 
-    st = cg.channel_stats(a)
+    st = gan.channel_stats(a)
     np.testing.assert_allclose(st.mean, a.reshape(-1, 3).mean(0), rtol=1e-6)
     np.testing.assert_allclose(st.std, a.reshape(-1, 3).std(0), rtol=1e-5)
-    np.testing.assert_allclose(cg.color_transfer(a, st, st), a, atol=1e-6)  # same stats: id
+    np.testing.assert_allclose(gan.color_transfer(a, st, st), a, atol=1e-6)  # same stats: id
     # mid-grey low-contrast images mapped onto other stats hit those stats exactly
     src = (0.5 + 0.05 * rng.standard_normal((4, 16, 16, 3))).astype(np.float32)
-    dst = cg.ChannelStats(np.array([0.3, 0.5, 0.7]), np.array([0.05, 0.1, 0.02]))
-    out = cg.color_transfer(src, cg.channel_stats(src), dst)
-    got = cg.channel_stats(out)
+    dst = gan.ChannelStats(np.array([0.3, 0.5, 0.7]), np.array([0.05, 0.1, 0.02]))
+    out = gan.color_transfer(src, gan.channel_stats(src), dst)
+    got = gan.channel_stats(out)
     np.testing.assert_allclose(got.mean, dst.mean, atol=1e-5)
     np.testing.assert_allclose(got.std, dst.std, atol=1e-4)
 
@@ -203,10 +229,10 @@ def test_paired_metrics_and_colour_transfer_known_answers(rng):
 def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeypatch, pretrained):
     lpips_path = pretrained("lpips_vgg16")
     config = _tiny_config(image_size=16)
-    task = cg.CycleGANTask()
+    task = cg.CycleGANTask(config)
     task.validate(config)
 
-    def identity(state, images, *, direction, batch=64):
+    def identity(state, images, *, direction, batch=64, config=None):
         f = images.astype(np.float32) / 255.0
         return f, f
 
@@ -238,11 +264,11 @@ def test_evaluate_perfect_translator_scores_zero(tmp_path, monkeypatch, pretrain
 
     pretrained("lpips_vgg16")
     config = _tiny_config(image_size=16, fid_max_images=2)
-    task = cg.CycleGANTask()
+    task = cg.CycleGANTask(config)
     task.validate(config)
     pairs = emoji_pairs(image_size=16, split="test", category="face-smiling")
 
-    def perfect(state, images, *, direction, batch=64):
+    def perfect(state, images, *, direction, batch=64, config=None):
         src, tgt = (pairs.x, pairs.y) if direction == "x2y" else (pairs.y, pairs.x)
         np.testing.assert_array_equal(images, src)
         return tgt.astype(np.float32) / 255.0, src.astype(np.float32) / 255.0
@@ -264,11 +290,9 @@ def test_evaluate_perfect_translator_scores_zero(tmp_path, monkeypatch, pretrain
 def test_evaluate_without_lpips_weights_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
     config = _tiny_config(image_size=16, features="auto")
-    task = cg.CycleGANTask()
+    task = cg.CycleGANTask(config)
     task.validate(config)
-    monkeypatch.setattr(
-        task, "translate", lambda s, im, *, direction, batch=64: (im / 255.0, im / 255.0)
-    )
+    monkeypatch.setattr(task, "translate", lambda s, im, **kw: (im / 255.0, im / 255.0))
     m = task.evaluate(None, config, tmp_path)
     assert m["lpips"] == "not available: run `python -m imsyn weights fetch lpips_vgg16`"
     for d in ("x2y", "y2x"):
@@ -363,25 +387,67 @@ def test_domains_of_different_shapes_are_refused():
         cg.check_domains({**ok, ("x", "train"): src(0, 16)}, batch_size=2)
 
 
-def test_presets_and_sweep_validate():
-    task = cg.CycleGANTask()
-    for preset in ("", "full"):
-        config, mod = _config(preset)
-        config.memory_check = False
-        config.data_category = "face-smiling"  # keep the source check cheap
-        config.batch_size = 2
-        config.image_size = 32 if preset == "" else 64
-        task.validate(config)
+def _folder(path, n, size=8):
+    """``n`` random PNG images in ``path`` (a stand-in for the course's cat folders)."""
+    from PIL import Image
+
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)).save(path / f"{i}.png")
+    return f"folder:{path}"
+
+
+@pytest.mark.parametrize("preset", list(_config()[1].PRESETS))
+def test_every_preset_validates(preset, tmp_path):
+    """Every preset's field values pass the schema and cross-field rules; its data specs are
+    checked on stand-ins (emoji of one category, generated folders; TFDS needs a prepared
+    dataset, so there only the fields)."""
+    config, _ = _config(preset)
+    config.memory_check = False  # the device's memory is not the preset's business
+    cg.check(config)
+    if config.data.startswith("tfds:"):
+        return
+    for field in ("data", "data_y"):
+        if config[field].startswith("folder:"):
+            config[field] = _folder(tmp_path / field, config.batch_size)
+        else:
+            config[field] += "?category=face-smiling"  # keep the source check cheap
+    if config.data.startswith("emoji:"):
+        config.batch_size = 2  # 3 test emoji in face-smiling
+    cg.validate(config)
+
+
+def test_sweep_validates_and_memory_estimate_grows():
     _, mod = _config()
     names = [n for n, _ in mod.get_sweep("ablations")]
     assert {"no_cycle", "dc_discriminator", "no_diffaug"} <= set(names)
     for _, over in mod.get_sweep("ablations"):
         config, _ = _config()
-        config.update(over)
-        config.update(data_category="face-smiling", batch_size=2)
-        task.validate(config)
+        config.update({**over, "data": _TINY["data"], "data_y": _TINY["data_y"], "batch_size": 2})
+        cg.validate(config)
     cats, _ = _config("cats")
     assert cats.data.endswith("grumpifyAprocessed") and cats.data_y.endswith("grumpifyBprocessed")
     h2z, _ = _config("horse2zebra")
     assert (h2z.image_size, h2z.n_blocks, h2z.discriminator) == (256, 9, "patch70")
     assert cg.estimate_step_bytes(h2z) > cg.estimate_step_bytes(_config()[0])
+
+
+def test_old_data_category_field_is_refused_with_the_new_spelling():
+    c, _ = _config()
+    c.data_category = "faces"
+    with pytest.raises(ConfigError, match=r"config.data_category.*emoji:twemoji\?category=faces"):
+        cg.check(c)
+
+
+def test_emoji_pairing_comes_from_the_specs():
+    c, _ = _config()
+    assert cg.emoji_pairing(c) == {}
+    c.update(data="emoji:openmoji?category=faces", data_y="emoji:twemoji?category=faces")
+    assert cg.emoji_pairing(c) == {"category": "faces"}
+    c.data_y = "emoji:twemoji?category=animals-nature"  # other code points: no pairs
+    assert cg.emoji_pairing(c) is None
+    c.update(data="emoji:twemoji", data_y="emoji:twemoji")
+    assert cg.emoji_pairing(c) is None
+    c.update(data="folder:/a", data_y="emoji:openmoji")
+    assert cg.emoji_pairing(c) is None

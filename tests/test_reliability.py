@@ -518,8 +518,7 @@ class ToyTask:
     signal_in: str | None = None
 
     def validate(self, config):
-        loop.check_fields(config, loop.COMMON_FIELDS)
-        loop.check_common(config)
+        loop.check_config(config, {})
 
     def init_state(self, config, key):
         self.opt = optax.sgd(config.lr)

@@ -5,7 +5,7 @@ A *task* describes one kind of experiment; the loop does everything else::
     class Task(Protocol):
         def validate(self, config) -> None
             # raise ConfigError naming the field; called BEFORE any compute or write.
-            # check_common(config) (below) checks the fields every config shares.
+            # check_config(config, SCHEMA) (below): the fields every config shares + the task's.
         def init_state(self, config, key) -> state
             # a pytree of arrays (nnx.split states of the models, optax states, ...)
         def make_data(self, config, *, seed) -> data
@@ -148,36 +148,6 @@ def check_config(config, schema: dict) -> None:
             f"config.decay_start must be an integer in [0, num_steps={config.num_steps}), "
             f"got {config.decay_start!r}"
         )
-
-
-# TODO(structure): transitional names for task modules not yet on check_config; removed
-# once training/gan.py and training/cyclegan.py use check_config.
-def check_fields(config, allowed) -> None:
-    validate.check_fields(config, allowed)
-
-
-def check_common(config) -> None:
-    for name in COMMON_SCHEMA:
-        if name not in config:
-            raise ConfigError(f"config.{name} is missing")
-        validate.value(name, config[name], COMMON_SCHEMA[name])
-    if config.decay_start >= config.num_steps:
-        raise ConfigError(
-            f"config.decay_start must be an integer in [0, num_steps={config.num_steps}), "
-            f"got {config.decay_start!r}"
-        )
-
-
-def _need(config, field: str, kind, *, check=None, expect: str = "") -> Any:
-    if field not in config:
-        raise ConfigError(f"config.{field} is missing")
-    value = config[field]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if ok and check is not None:
-        ok = check(value)
-    if not ok:
-        raise ConfigError(f"config.{field} must be {expect or kind.__name__}, got {value!r}")
-    return value
 
 
 def lr_schedule(config):

@@ -1,0 +1,672 @@
+"""CycleGAN experiment (``config.task == "cyclegan"``): config -> run -> outputs.
+
+``train(config, workdir)`` / ``evaluate(config, workdir)`` are what ``train.py`` and
+``eval.py`` call (via :mod:`imsyn.experiments`); :class:`CycleGANTask` is the
+:class:`imsyn.training.loop.Task` they hand to the generic loop. The algorithm (networks,
+the pure step, the image pool, the colour-statistics baseline, paired metrics) is the
+CycleGAN section of :mod:`imsyn.gan`.
+
+Config: :data:`imsyn.training.loop.COMMON_SCHEMA` (``data`` is domain X) plus
+:data:`SCHEMA` (``data_y`` is domain Y), checked by :func:`check` before any compute
+(unknown fields refused; the memory one step needs is estimated against the device's).
+Data-source options travel in the specs (``emoji:twemoji?category=faces``).
+
+Training state: see :func:`imsyn.gan.init_cyclegan_state` (``nnx.State`` of the four
+networks, two optax states, the image pool when ``pool_size`` > 0).
+
+Evaluation translates the held-out test split both ways. When X and Y are the two emoji
+styles with the same options (category, limit), the test emoji pair up by code point and
+each translation is compared with its true counterpart (L1, PSNR, SSIM in ``[0, 1]``, and
+LPIPS v0.1 when ``lpips_vgg16`` is fetched) next to two baselines — identity (output =
+input) and global colour-statistics transfer (per-channel mean/std of the training
+domains) — and the cycle-reconstruction error. FID and KID per direction compare the
+translations (and the baselines' outputs) with the real target-domain test images, on the
+features of ``config.features`` (``"auto"``: the real TF-FID Inception-v3 when
+``inception_fid`` is fetched, else the offline ``random_conv_v1``; the resolved name is
+recorded) and on a fixed random subset of at most ``config.fid_max_images`` test images per
+domain (Inception-v3 at 299 px is slow on a CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from imsyn import gan, losses, metrics
+from imsyn.augment import parse_policy
+from imsyn.errors import ConfigError
+from imsyn.image import from_network, make_grid, to_float, to_network, write_image
+from imsyn.models.layers import NORMS
+from imsyn.training import loop
+from imsyn.validate import boolean, custom, integer, number, one_of, string
+
+_SAMPLES = 8  # fixed test images per direction in the sample grids
+
+
+def _policy(v):
+    if not isinstance(v, str):
+        raise ValueError
+    parse_policy(v)  # a ConfigError names the unknown DiffAugment policy
+    return v
+
+
+def _weights_file(v):
+    if not isinstance(v, str) or (v and not os.path.isfile(v)):
+        raise ValueError
+    return v
+
+
+def _fid_images(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not (v == 0 or v >= 2):
+        raise ValueError
+    return v
+
+
+#: CycleGAN fields beside loop.COMMON_SCHEMA (loss and diffaug narrowed).
+SCHEMA = {
+    "loss": one_of(*losses.GAN_LOSSES),
+    "diffaug": custom(_policy, "a DiffAugment policy string ('' = off)"),
+    "data_y": string(nonempty=True, expect="a data spec such as 'emoji:openmoji'"),
+    "g_conv_dim": integer(min=1),
+    "d_conv_dim": integer(min=1),
+    "n_blocks": integer(min=0),
+    "block_convs": one_of(1, 2),
+    "norm": one_of(*NORMS),
+    "padding_mode": one_of("zeros", "reflect"),
+    "discriminator": one_of(*gan.DISCRIMINATORS),
+    "spectral_norm": boolean(),
+    "lambda_cycle": number(min=0),
+    "lambda_identity": number(min=0),
+    "pool_size": integer(min=0),
+    "memory_check": boolean(),
+    "features": one_of(*metrics.NAMES),
+    "features_path": custom(_weights_file, "'' or an existing weights file"),
+    "fid_max_images": custom(_fid_images, "0 (all test images) or an integer >= 2"),
+}
+
+
+def check(config) -> None:
+    """The schema, cross-field rules and memory check of a CycleGAN config (not the data).
+
+    Raises:
+      ConfigError: one line naming the field.
+    """
+    if "data_category" in config:
+        raise ConfigError(
+            "config.data_category is no longer a field: give the category in the data specs, "
+            "e.g. config.data = 'emoji:twemoji?category=faces' and "
+            "config.data_y = 'emoji:openmoji?category=faces'"
+        )
+    loop.check_config(config, SCHEMA)
+    try:
+        metrics.resolve_features(config.features, config.features_path or None)
+    except ConfigError as e:
+        raise ConfigError(f"config.features: {e}") from None
+    s = config.image_size
+    need = {"patch": 16, "patch70": 32, "dc": 32}[config.discriminator]
+    if s % 16 or s < need:
+        raise ConfigError(
+            f"config.image_size must be a multiple of 16 and >= {need} for the "
+            f"{config.discriminator!r} discriminator, got {s}"
+        )
+    if config.discriminator == "dc" and s not in (32, 64):
+        raise ConfigError(f"config.image_size must be 32 or 64 for discriminator='dc', got {s}")
+    if config.memory_check:
+        check_memory(config)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def estimate_step_bytes(config) -> int:
+    """A generous estimate of the memory one training step needs (activations + state).
+
+    Counts the activations a generator pass keeps for the backward pass (conv, norm and
+    activation outputs at each resolution) times the passes per step (2 translations, 2
+    cycles, 2 identities), plus the discriminators' (real and fake, twice), plus parameters,
+    gradients and Adam moments, times a safety factor of 2 for XLA temporaries.
+    """
+    s, d, b = config.image_size, config.g_conv_dim, config.batch_size
+    half, quarter = (s // 2) ** 2, (s // 4) ** 2
+    gen = 3 * (half * d + quarter * 2 * d)  # encoder: conv, norm, relu
+    gen += 3 * config.n_blocks * config.block_convs * quarter * 2 * d
+    gen += 3 * (half * 2 * d + s * s * d) + 3 * (s * s * d + s * s * 3)  # up-convs
+    passes = 2 + (2 if config.lambda_cycle > 0 else 0) + (2 if config.lambda_identity > 0 else 0)
+    dd = config.d_conv_dim
+    disc = 3 * sum((s >> k) ** 2 * dd * 2 ** (k - 1) for k in range(1, 5))
+    acts = b * (gen * passes + disc * 2 * 2 * 2)
+    gp = 2 * (d * d * (16 * 2 + 9 * 2 * 2 * 2 * config.n_blocks * config.block_convs) + d * 100)
+    dp = 2 * (dd * dd * 16 * (2 + 8 + 32) + dd * 100)
+    params = (gp + dp) * 4  # params, grads, two Adam moments
+    pool = 2 * config.pool_size * s * s * 3
+    return int(2 * 4 * (acts + params + pool))
+
+
+def available_bytes() -> int | None:
+    """Memory the default device can use: the accelerator's limit, or free host RAM on CPU."""
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        return stats.get("bytes_limit")
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(config) -> None:
+    """Refuses a batch whose step would not fit the device (the message suggests one that fits)."""
+    avail = available_bytes()
+    if avail is None:
+        return
+    need = estimate_step_bytes(config)
+    if need > 0.8 * avail:
+        per = need / config.batch_size
+        fit = max(int(0.8 * avail / per), 0)
+        hint = (
+            f"use --config.batch_size={fit} or smaller"
+            if fit >= 1
+            else "use a smaller image_size or g_conv_dim"
+        )
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} at {config.image_size} px needs about "
+            f"{need / 2**30:.1f} GiB, this {jax.devices()[0].platform} has "
+            f"{avail / 2**30:.1f} GiB available; {hint} (--config.memory_check=False skips "
+            "this check)"
+        )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _split(spec: str, split: str, dom: str) -> str:
+    """TFDS CycleGAN datasets name their splits trainA/testA (X) and trainB/testB (Y)."""
+    if spec.startswith("tfds:"):
+        return f"{split}{'A' if dom == 'x' else 'B'}"
+    return split
+
+
+def load_sources(config) -> dict:
+    """``{(domain, split): Source}`` for domains "x"/"y" and splits "train"/"test"."""
+    from imsyn.data import get_source
+
+    out = {}
+    for dom, field in (("x", "data"), ("y", "data_y")):
+        spec = config[field]
+        for split in ("train", "test"):
+            try:
+                out[dom, split] = get_source(
+                    spec, image_size=config.image_size, split=_split(spec, split, dom)
+                )
+            except ConfigError as e:
+                raise ConfigError(f"config.{field}: {e}") from None
+    return out
+
+
+def check_domains(sources: dict, *, batch_size: int) -> None:
+    """Checks the ``{(domain, split): Source}`` of both domains before training.
+
+    Raises:
+      ConfigError: a domain (or its test split) is empty or smaller than one batch, or the
+        two domains deliver images of different shapes.
+    """
+    names = {"x": "config.data", "y": "config.data_y"}
+    shapes = {}
+    for (dom, split), src in sorted(sources.items()):
+        n = len(src)
+        if n == 0:
+            raise ConfigError(f"{names[dom]} ({src.name}): the {split} split is empty")
+        if n < batch_size:
+            raise ConfigError(
+                f"{names[dom]} ({src.name}): the {split} split has {n} images, fewer than "
+                f"one batch (batch_size={batch_size})"
+            )
+        shapes[dom, split] = tuple(np.shape(src[0]))
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{names[d]} {s}: {shape}" for (d, s), shape in sorted(shapes.items()))
+        raise ConfigError(f"the two domains deliver images of different shapes ({detail})")
+
+
+def emoji_pairing(config) -> dict | None:
+    """The :func:`imsyn.data.emoji_pairs` options when X and Y pair up by code point.
+
+    That is when one domain is ``emoji:twemoji`` and the other ``emoji:openmoji``, with the
+    same options (category, limit, cache folder): their test splits hold the same code points.
+
+    Returns:
+      The shared options (``{}`` when none, e.g. ``{"category": "faces"}``), or None.
+    """
+    from imsyn.data.sources import parse_spec
+
+    (bx, ox), (by, oy) = parse_spec(config.data), parse_spec(config.data_y)
+    if {bx, by} != {"emoji:twemoji", "emoji:openmoji"} or ox != oy:
+        return None
+    return ox
+
+
+class UnpairedData:
+    """Two domain loaders as one iterator of ``{"x": [N,H,W,3], "y": [N,H,W,3]}`` in [-1, 1]."""
+
+    def __init__(self, loaders: dict):
+        self.loaders = loaders
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return {dom: next(it)["image"] for dom, it in self.loaders.items()}
+
+    def get_state(self) -> dict:
+        from imsyn.training.checkpoint import encode_data_state
+
+        return {dom: encode_data_state(it.get_state()) for dom, it in self.loaders.items()}
+
+    def set_state(self, state: dict) -> None:
+        from imsyn.training.checkpoint import decode_data_state
+
+        for dom, it in self.loaders.items():
+            it.set_state(decode_data_state(state[dom]))
+
+
+# --------------------------------------------------------------------------- models and step
+
+
+def arch(config) -> dict:
+    """The architecture fields a checkpoint records (a run of another arch is refused).
+
+    ``state_format`` marks the ``nnx.State`` layout of :func:`imsyn.gan.init_cyclegan_state`:
+    checkpoints of the earlier layout (nested ``{"params", "rest"}`` dicts) are refused.
+    """
+    return {
+        "model": "cyclegan",
+        "state_format": "nnx.State",
+        "image_size": config.image_size,
+        "g_conv_dim": config.g_conv_dim,
+        "d_conv_dim": config.d_conv_dim,
+        "n_blocks": config.n_blocks,
+        "block_convs": config.block_convs,
+        "norm": config.norm,
+        "padding_mode": config.padding_mode,
+        "discriminator": config.discriminator,
+        "spectral_norm": config.spectral_norm,
+        "pool_size": config.pool_size,
+    }
+
+
+def build_models(config, key) -> gan.CycleGAN:
+    """The four networks of a config (:func:`imsyn.gan.make_cyclegan`)."""
+    return gan.make_cyclegan(
+        image_size=config.image_size,
+        g_conv_dim=config.g_conv_dim,
+        d_conv_dim=config.d_conv_dim,
+        n_blocks=config.n_blocks,
+        block_convs=config.block_convs,
+        norm=config.norm,
+        padding_mode=config.padding_mode,
+        discriminator=config.discriminator,
+        spectral_norm=config.spectral_norm,
+        key=key,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _graphdefs(arch_json: str) -> gan.CycleGAN:
+    cfg = json.loads(arch_json)
+    for k in ("model", "state_format", "pool_size"):
+        cfg.pop(k)
+    nets = nnx.eval_shape(lambda: gan.make_cyclegan(**cfg, key=jax.random.key(0)))
+    return gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+
+
+def graphdefs(config) -> gan.CycleGAN:
+    """The graphdefs of the four networks (built abstractly, no parameters allocated)."""
+    return _graphdefs(json.dumps(arch(config), sort_keys=True))
+
+
+def optimizer(config) -> optax.GradientTransformation:
+    """Adam(lr schedule, beta1, beta2), the same for the generators and discriminators."""
+    return optax.adam(loop.lr_schedule(config), b1=config.beta1, b2=config.beta2)
+
+
+def make_step(config) -> gan.Step:
+    """The pure step ``(state, batch, key) -> (state, metrics)`` of a config."""
+    opt = optimizer(config)
+    return gan.make_cyclegan_step(
+        graphdefs(config),
+        opt,
+        opt,
+        loss=config.loss,
+        lambda_cycle=float(config.lambda_cycle),
+        lambda_identity=float(config.lambda_identity),
+        diffaug=config.diffaug,
+    )
+
+
+def init_state(config, key) -> dict:
+    """The initial state (see :func:`imsyn.gan.init_cyclegan_state`)."""
+    opt = optimizer(config)
+    return gan.init_cyclegan_state(
+        build_models(config, key),
+        opt,
+        opt,
+        pool_size=config.pool_size,
+        image_shape=(config.image_size, config.image_size, 3),
+    )
+
+
+# --------------------------------------------------------------------------- the task
+
+
+class CycleGANTask:
+    """The CycleGAN :class:`imsyn.training.loop.Task` of ``config``.
+
+    ``train_step`` and ``samples`` belong to the config given here (the step is built once,
+    on first use, and is a pure function of its arguments); the other methods take theirs as
+    an argument, as the loop passes it.
+    """
+
+    def __init__(self, config=None):
+        self.config = config
+        self._sources: dict = {}
+        self._sources_key = None
+
+    def _bound(self):
+        if self.config is None:
+            raise ConfigError("CycleGANTask() has no config: create it as CycleGANTask(config)")
+        return self.config
+
+    def validate(self, config) -> None:
+        check(config)
+        # bad data specs, empty or too small domains fail here, before anything is written
+        check_domains(self.sources(config), batch_size=config.batch_size)
+
+    def sources(self, config) -> dict:
+        """Both domains' train and test sources, built once per (specs, image size)."""
+        key = (config.data, config.data_y, config.image_size)
+        if self._sources_key != key:
+            self._sources = load_sources(config)
+            self._sources_key = key
+        return self._sources
+
+    def arch(self, config) -> dict:
+        return arch(config)
+
+    def init_state(self, config, key) -> dict:
+        return init_state(config, key)
+
+    def make_data(self, config, *, seed: int) -> UnpairedData:
+        from imsyn.data import make_loader
+        from imsyn.data.sharding import local_batch_size
+
+        sources = self.sources(config)
+        loaders = {
+            dom: make_loader(
+                sources[dom, "train"],
+                batch_size=local_batch_size(config.batch_size),
+                seed=seed + i,
+                augment=config.augment,
+                image_size=config.image_size,
+                shard_index=jax.process_index(),
+                shard_count=jax.process_count(),
+            )
+            for i, dom in enumerate(("x", "y"))
+        }
+        return UnpairedData(loaders)
+
+    @functools.cached_property
+    def train_step(self) -> gan.Step:
+        """One D update then one G update (:func:`imsyn.gan.make_cyclegan_step`); pure."""
+        return make_step(self._bound())
+
+    def translate(self, state, images_uint8, *, direction: str, batch: int = 64, config=None):
+        """uint8 [N,H,W,3] -> (translated, reconstructed) float32 [N,H,W,3] in [0, 1].
+
+        ``direction`` "x2y" applies G then F (the reconstruction), "y2x" F then G.
+        """
+        defs = graphdefs(config if config is not None else self._bound())
+        there, back = ("g_xy", "g_yx") if direction == "x2y" else ("g_yx", "g_xy")
+        outs, recs = [], []
+        for i in range(0, len(images_uint8), batch):
+            x = jnp.asarray(to_network(to_float(images_uint8[i : i + batch])))
+            t = gan.translate(getattr(defs, there), state[there], x)
+            r = gan.translate(getattr(defs, back), state[back], t)
+            outs.append(np.asarray(from_network(t)))
+            recs.append(np.asarray(from_network(r)))
+        return np.concatenate(outs), np.concatenate(recs)
+
+    def samples(self, state) -> dict[str, np.ndarray]:
+        config = self._bound()
+        sources = self.sources(config)
+        out = {}
+        for dom, direction in (("x", "x2y"), ("y", "y2x")):
+            src = sources[dom, "test"]
+            imgs = np.stack([src[i] for i in range(min(_SAMPLES, len(src)))])
+            t, r = self.translate(state, imgs, direction=direction, config=config)
+            out[direction] = _triptych(to_float(imgs), t, r, None)
+        return out
+
+    def evaluate(self, state, config, workdir) -> dict:
+        return evaluate_translations(self, state, config, Path(workdir) / "eval")
+
+    def report_sections(self, config, workdir) -> list[tuple[str, str]]:
+        from imsyn.report import _read_json
+
+        m = _read_json(Path(workdir) / "eval" / "metrics.json") or {}
+        if m.get("paired"):
+            return [("Paired translation metrics (held-out test split)", metrics_html(m))]
+        if "features" in m:
+            return [("Translation metrics (held-out test split)", metrics_html(m))]
+        return []
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> dict:
+    """The content of ``eval/metrics.json`` (see the module docstring); writes the grids."""
+    from imsyn.data import emoji_pairs
+    from imsyn.models import lpips as lpips_lib
+
+    sources = task.sources(config)
+    pairing = emoji_pairing(config)
+    paired = pairing is not None
+    if paired:
+        pairs = emoji_pairs(image_size=config.image_size, split="test", **pairing)
+        twemoji_x = config.data.partition("?")[0] == "emoji:twemoji"
+        x_u8, y_u8 = (pairs.x, pairs.y) if twemoji_x else (pairs.y, pairs.x)
+    else:
+        x_u8, y_u8 = _all(sources["x", "test"]), _all(sources["y", "test"])
+    stats = {dom: gan.channel_stats(_chunks(sources[dom, "train"])) for dom in ("x", "y")}
+    lpips = lpips_lib.LPIPS.load() if paired else None
+    extractor = metrics.get_extractor(config.features, config.features_path or None)
+    real = {"x": to_float(x_u8), "y": to_float(y_u8)}
+    # FID/KID: a fixed random subset of each domain's test images (the same indices for
+    # the translations and baselines of that domain, and for its real images)
+    subset = {
+        dom: _subset(len(real[dom]), config.fid_max_images, seed=config.seed) for dom in ("x", "y")
+    }
+    real_feats = {dom: _features(extractor, real[dom][subset[dom]]) for dom in ("x", "y")}
+    result: dict[str, Any] = {}
+    cyc = {}
+    for dom, other, direction in (("x", "y", "x2y"), ("y", "x", "y2x")):
+        src_u8 = x_u8 if dom == "x" else y_u8
+        src = real[dom]
+        pred, rec = task.translate(state, src_u8, direction=direction, config=config)
+        colour = gan.color_transfer(src, stats[dom], stats[other])
+        cyc[dom] = float(np.mean(np.abs(rec - src)))
+        entry: dict[str, Any] = {"n": int(len(src))}
+        tgt = real[other] if paired else None
+        ident: dict[str, Any] = {}
+        col: dict[str, Any] = {}
+        if paired:
+            entry.update(gan.paired_metrics(pred, tgt, lpips=lpips))
+            ident.update(gan.paired_metrics(src, tgt, lpips=lpips))
+            col.update(gan.paired_metrics(colour, tgt, lpips=lpips))
+            if lpips is None:
+                entry["lpips"] = ident["lpips"] = col["lpips"] = None
+        ref = real_feats[other]
+        sub = subset[dom]
+        entry.update(_distances(_features(extractor, pred[sub]), ref))
+        ident.update(_distances(real_feats[dom], ref))
+        col.update(_distances(_features(extractor, colour[sub]), ref))
+        entry["baseline_identity"] = ident
+        entry["baseline_color"] = col
+        if paired:
+            entry["beats_baselines"] = bool(
+                entry["l1"] < entry["baseline_identity"]["l1"]
+                and entry["l1"] < entry["baseline_color"]["l1"]
+            )
+        entry["cycle_l1"] = cyc[dom]
+        result[direction] = entry
+        k = min(16, len(src))
+        grid = _triptych(src[:k], pred[:k], rec[:k], None if tgt is None else tgt[:k])
+        write_image(eval_dir / f"{direction}.png", grid)
+    result["cycle_l1"] = float(np.mean(list(cyc.values())))
+    for direction in ("x2y", "y2x"):  # flat copies for tables (sweep comparison pages)
+        for k in ("l1", "psnr", "ssim", "lpips", "fid", "kid"):
+            if k in result[direction]:
+                result[f"{direction}_{k}"] = result[direction][k]
+    result["paired"] = paired
+    category = (pairing or {}).get("category") or ""
+    result["data"] = {"x": config.data, "y": config.data_y, "split": "test", "category": category}
+    result["metric_range"] = (
+        "images in [0, 1]; L1 mean absolute error, PSNR dB, SSIM; LPIPS v0.1 (VGG-16) on "
+        "[-1, 1]; FID/KID of each method's outputs against the real target-domain test images"
+    )
+    if paired:
+        result["lpips"] = (
+            {"net": lpips.name, "weights": lpips.path}
+            if lpips is not None
+            else lpips_lib.UNAVAILABLE
+        )
+    result["features"] = extractor.name
+    result["features_resize"] = extractor.resize
+    note = getattr(extractor, "note", None)
+    if note:
+        result["features_note"] = note
+    counts = {dom: int(len(subset[dom])) for dom in ("x", "y")}
+    result["fid_images"] = {**counts, "of": {dom: len(real[dom]) for dom in ("x", "y")}}
+    result["fid_note"] = (
+        f"FID/KID on a fixed random subset of {counts['x']} of {len(real['x'])} X and "
+        f"{counts['y']} of {len(real['y'])} Y test images (config.fid_max_images="
+        f"{config.fid_max_images}; 0 = all): each method's outputs for the subset against "
+        "the real target-domain images of the subset. FID from a few hundred images is "
+        "biased upwards: compare the rows of this table, not published (50k-image) FIDs."
+    )
+    return result
+
+
+def _subset(n: int, limit: int, *, seed: int) -> np.ndarray:
+    """Sorted indices of a fixed random subset of ``min(n, limit)`` of ``range(n)`` (0: all)."""
+    if limit == 0 or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def _features(extractor, images01: np.ndarray) -> np.ndarray:
+    """Features ``[N, D]`` of images in [0, 1] (the extractors take [-1, 1])."""
+    return np.asarray(extractor(to_network(np.asarray(images01, np.float32))))
+
+
+def _distances(feats: np.ndarray, ref: np.ndarray) -> dict:
+    return {"fid": metrics.fid(feats, ref), "kid": metrics.kid(feats, ref)}
+
+
+def _all(src) -> np.ndarray:
+    return np.stack([src[i] for i in range(len(src))])
+
+
+def _chunks(src, *, size: int = 256, limit: int = 4096):
+    n = min(len(src), limit)
+    for i in range(0, n, size):
+        yield to_float(np.stack([src[j] for j in range(i, min(i + size, n))]))
+
+
+def _triptych(src, pred, rec, target) -> np.ndarray:
+    """Grid with one row per image: input | translation | reconstruction [| ground truth]."""
+    cols = [src, pred, rec] + ([target] if target is not None else [])
+    tiles = np.stack(cols, axis=1).reshape(-1, *src.shape[1:])
+    scale = max(1, 96 // src.shape[1])  # small emoji: enlarge (nearest) so they can be seen
+    if scale > 1:
+        tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    return make_grid(tiles, ncol=len(cols))
+
+
+_COLUMNS = (
+    ("l1", "L1 ↓", "{:.4f}"),
+    ("psnr", "PSNR ↑", "{:.2f}"),
+    ("ssim", "SSIM ↑", "{:.4f}"),
+    ("lpips", "LPIPS ↓", "{:.4f}"),
+    ("fid", "FID ↓", "{:.2f}"),
+    ("kid", "KID ↓", "{:.4f}"),
+)
+
+
+def metrics_html(m: dict) -> str:
+    """The paired-metrics table of ``eval/metrics.json`` as HTML."""
+    rows = []
+    cols = [c for c in _COLUMNS if any(c[0] in (m.get(d) or {}) for d in ("x2y", "y2x"))]
+    for direction, label in (("x2y", "X → Y"), ("y2x", "Y → X")):
+        e = m.get(direction) or {}
+        for name, vals in (
+            ("CycleGAN", e),
+            ("identity", e.get("baseline_identity", {})),
+            ("colour transfer", e.get("baseline_color", {})),
+        ):
+            cells = "".join(
+                f"<td>{fmt.format(vals[k])}</td>"
+                if isinstance(vals.get(k), int | float)
+                else "<td>–</td>"
+                for k, _, fmt in cols
+            )
+            rows.append(f"<tr><td>{label}</td><td>{name}</td>{cells}</tr>")
+    head = "".join(f"<th>{h}</th>" for _, h, _ in cols)
+    head = f"<tr><th>direction</th><th>method</th>{head}</tr>"
+    cyc = f"<p>cycle-reconstruction L1: {m.get('cycle_l1', float('nan')):.4f}</p>"
+    notes = []
+    lp = m.get("lpips")
+    if isinstance(lp, dict):
+        notes.append(f"LPIPS: {lp.get('net')} ({lp.get('weights')})")
+    elif lp:
+        notes.append(f"LPIPS: {lp}")
+    if "features" in m:
+        notes.append(f"FID/KID features: {m['features']} ({m.get('features_resize', '')})")
+    for k in ("features_note", "fid_note"):
+        if m.get(k):
+            notes.append(m[k])
+    notes.append(
+        "Columns of eval/x2y.png / eval/y2x.png: input, translation, reconstruction, "
+        "ground-truth counterpart."
+    )
+    text = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    return f"<table>{head}{''.join(rows)}</table>{cyc}{text}"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def validate(config) -> None:
+    """Checks a CycleGAN config (fields, values, memory, both data sources) without training."""
+    CycleGANTask(config).validate(config)
+
+
+def train(config, workdir):
+    """train.py entry point: trains (or resumes) a CycleGAN run, then evaluates it."""
+    return loop.fit(config, workdir, CycleGANTask(config))
+
+
+def evaluate(config, workdir):
+    """eval.py entry point: restores the latest checkpoint and (re)writes eval/ and report.html."""
+    return loop.evaluate_run(config, workdir, CycleGANTask(config))
