@@ -7,4 +7,5 @@ Each module has ``SCHEMA`` (its config fields beside
 it. The algorithms themselves live in the library modules, which import nothing from here.
 
 * :mod:`imsyn.tasks.dcgan`: DCGAN (A3), algorithm in :mod:`imsyn.gan`.
+* :mod:`imsyn.tasks.cyclegan`: CycleGAN (A3), algorithm in :mod:`imsyn.gan`.
 """
