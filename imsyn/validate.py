@@ -107,6 +107,18 @@ def one_of(*choices) -> Field:
     return Field(parse, f"one of {', '.join(repr(c) for c in choices)}")
 
 
+def existing_file(*, optional: bool = True) -> Field:
+    """A path to an existing file (``""`` allowed when ``optional``)."""
+    import os
+
+    def parse(v):
+        if not isinstance(v, str) or (v or not optional) and not os.path.isfile(v):
+            raise ValueError
+        return v
+
+    return Field(parse, "'' or an existing file" if optional else "an existing file")
+
+
 def custom(parse: Callable[[Any], Any], expect: str) -> Field:
     """Any rule: ``parse`` returns the value or raises ``ValueError``/``ConfigError``."""
     return Field(parse, expect)

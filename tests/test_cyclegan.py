@@ -341,7 +341,7 @@ def test_train_then_eval_writes_paired_metrics_and_report(tmp_path, capsys, monk
         ({"image_size": 24}, "config.image_size"),
         ({"batch_size": 4}, "fewer than one batch"),  # 3 test emoji in face-smiling
         ({"batch_size": 10**6, "image_size": 64}, "--config.batch_size="),
-        ({"diffaug": "colour"}, "DiffAugment"),
+        ({"diffaug": "colour"}, "config.diffaug must be"),
         ({"features": "inception"}, "config.features"),
         ({"features_path": "/nonexistent/pt_inception.pth"}, "config.features_path"),
         ({"fid_max_images": 1}, "config.fid_max_images"),

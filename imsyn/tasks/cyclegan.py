@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,27 +42,13 @@ import optax
 from flax import nnx
 
 from imsyn import gan, losses, metrics
-from imsyn.augment import parse_policy
 from imsyn.errors import ConfigError
 from imsyn.image import from_network, make_grid, to_float, to_network, write_image
 from imsyn.models.layers import NORMS
 from imsyn.training import loop
-from imsyn.validate import boolean, custom, integer, number, one_of, string
+from imsyn.validate import boolean, custom, existing_file, integer, number, one_of, string
 
 _SAMPLES = 8  # fixed test images per direction in the sample grids
-
-
-def _policy(v):
-    if not isinstance(v, str):
-        raise ValueError
-    parse_policy(v)  # a ConfigError names the unknown DiffAugment policy
-    return v
-
-
-def _weights_file(v):
-    if not isinstance(v, str) or (v and not os.path.isfile(v)):
-        raise ValueError
-    return v
 
 
 def _fid_images(v):
@@ -72,10 +57,9 @@ def _fid_images(v):
     return v
 
 
-#: CycleGAN fields beside loop.COMMON_SCHEMA (loss and diffaug narrowed).
+#: CycleGAN fields beside loop.COMMON_SCHEMA (loss narrowed).
 SCHEMA = {
     "loss": one_of(*losses.GAN_LOSSES),
-    "diffaug": custom(_policy, "a DiffAugment policy string ('' = off)"),
     "data_y": string(nonempty=True, expect="a data spec such as 'emoji:openmoji'"),
     "g_conv_dim": integer(min=1),
     "d_conv_dim": integer(min=1),
@@ -90,7 +74,7 @@ SCHEMA = {
     "pool_size": integer(min=0),
     "memory_check": boolean(),
     "features": one_of(*metrics.NAMES),
-    "features_path": custom(_weights_file, "'' or an existing weights file"),
+    "features_path": existing_file(),
     "fid_max_images": custom(_fid_images, "0 (all test images) or an integer >= 2"),
 }
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -30,41 +29,21 @@ import optax
 from flax import nnx
 
 from imsyn import gan, losses, metrics
-from imsyn.augment import COLOR_PARTS, POLICIES, parse_policy
 from imsyn.errors import ConfigError
 from imsyn.image import make_grid, to_float, to_network, write_image
 from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
 from imsyn.models.layers import NORMS
 from imsyn.training import loop
-from imsyn.validate import boolean, custom, integer, one_of
+from imsyn.validate import boolean, existing_file, integer, one_of
 
 # Latent streams of the outputs: fold_in(key(seed), stream).
 SAMPLES_STREAM, EVAL_STREAM, INTERPOLATION_STREAM = 1_000_003, 2_000_003, 3_000_017
 
 
-def _policy(v):
-    if not isinstance(v, str):
-        raise ValueError
-    try:
-        parse_policy(v)
-    except ConfigError:
-        raise ValueError from None
-    return v
-
-
-def _weights_file(v):
-    if not isinstance(v, str) or (v and not os.path.isfile(v)):
-        raise ValueError
-    return v
-
-
-#: DCGAN fields beside loop.COMMON_SCHEMA (image_size and loss narrowed, diffaug checked).
+#: DCGAN fields beside loop.COMMON_SCHEMA (image_size and loss narrowed).
 SCHEMA = {
     "image_size": one_of(*IMAGE_SIZES),
     "loss": one_of(*losses.GAN_LOSSES),
-    "diffaug": custom(
-        _policy, f"'' or a comma-separated subset of {', '.join(POLICIES + COLOR_PARTS)}"
-    ),
     "generator": one_of(*gan.GENERATORS),
     "conv_dim": integer(min=1),
     "norm": one_of(*NORMS),
@@ -72,7 +51,7 @@ SCHEMA = {
     "eval_samples": integer(min=2),
     "num_sample_images": integer(min=2),
     "features": one_of(*metrics.NAMES),
-    "features_path": custom(_weights_file, "'' or an existing weights file"),
+    "features_path": existing_file(),
 }
 
 

@@ -71,6 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imsyn import validate
+from imsyn.augment import COLOR_PARTS, POLICIES, parse_policy
 from imsyn.data.sharding import (
     batch_sharding,
     check_batch_size,
@@ -92,6 +93,18 @@ from imsyn.training.writers import (
 )
 
 AUGMENTS = ("none", "basic", "deluxe")
+
+
+def _diffaug_policy(v):
+    if not isinstance(v, str):
+        raise ValueError
+    try:
+        parse_policy(v)
+    except ConfigError:
+        raise ValueError from None
+    return v
+
+
 LR_SCHEDULES = ("constant", "linear_decay")
 
 # Fields every training config has; a task adds its own schema (see :func:`check_config`).
@@ -108,7 +121,9 @@ COMMON_SCHEMA = {
     "data": validate.string(nonempty=True, expect="a data spec such as 'emoji:twemoji'"),
     "image_size": validate.integer(min=1),
     "augment": validate.one_of(*AUGMENTS),
-    "diffaug": validate.string(expect="a DiffAugment policy string ('' = off)"),
+    "diffaug": validate.custom(
+        _diffaug_policy, f"'' or a comma-separated subset of {', '.join(POLICIES + COLOR_PARTS)}"
+    ),
     "lr": validate.number(min=0, open_min=True),
     "beta1": validate.number(min=0, max=1, open_max=True),
     "beta2": validate.number(min=0, max=1, open_max=True),
