@@ -1,6 +1,6 @@
 """Image I/O and the one place where image conventions are converted.
 
-Conventions (see DESIGN.md):
+Conventions (the project's one image convention):
 
 * Classical code works on ``float32[H, W, C]`` (or ``[H, W]``) in ``[0, 1]``.
 * Networks work on ``float32[N, H, W, C]`` in ``[-1, 1]``.
