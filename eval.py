@@ -1,4 +1,8 @@
-"""Evaluate a run: python eval.py --config=configs/<exp>.py --workdir=runs/<name>."""
+"""Evaluate a run: python eval.py --config=configs/<exp>.py --workdir=runs/<name>.
+
+Multi-host flags as for train.py (``--multihost``, ``--coordinator=HOST:PORT
+--num_processes=N --process_id=I``, ``--nomultihost``); process 0 evaluates and writes.
+"""
 
 import sys
 

@@ -1,6 +1,11 @@
 """Train (or optimize) an experiment.
 
 python train.py --config=configs/<exp>.py[:preset] --workdir=runs/<name> [--config.x=y ...]
+
+Multi-host: one process per host on a shared workdir; JAX's distributed runtime starts by
+itself on a detected cluster (TPU pod, SLURM srun, mpirun, Kubernetes), or with
+``--multihost`` / ``--coordinator=HOST:PORT --num_processes=N --process_id=I``
+(``--nomultihost``: never). See imsyn.experiments and docs/training.md.
 """
 
 import sys

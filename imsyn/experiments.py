@@ -9,6 +9,14 @@ empty folder or its own earlier workdir; never into a folder the config reads),
 turns user errors (and a failed write, such as a full disk) into one line on
 stderr with exit status 2, SIGINT/SIGTERM into exit status 130 with one line, and
 enables the persistent compilation cache.
+
+Multi-host: with ``--multihost``, with ``--coordinator=HOST:PORT --num_processes=N
+--process_id=I``, or by itself where JAX can detect a multi-process job (a TPU pod,
+a SLURM ``srun`` step, ``mpirun``, a Kubernetes job; :func:`imsyn.runtime.detect_cluster`),
+:func:`main` starts JAX's distributed runtime (:func:`imsyn.runtime.init_distributed`)
+before anything touches a device; ``--nomultihost`` turns the detection off. Every
+process then runs the same command on one shared workdir; process 0 alone holds the
+workdir's lock and writes logs, samples and reports.
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ def main(argv: list[str], mode: str) -> int:
     flags.DEFINE_string(
         "workdir", None, "run directory (checkpoints, metrics, report)", flag_values=fv
     )
+    _define_multihost_flags(fv)
     try:
         fv(argv)
         config = fv.config
@@ -87,14 +96,42 @@ def main(argv: list[str], mode: str) -> int:
         )
         return 2
     workdir = fv.workdir or f"runs/{config.get('name', config.get('task', 'run'))}"
-    from imsyn.outputs import check_workdir_inputs, claim_workdir
-    from imsyn.runtime import enable_compilation_cache
+    import contextlib
 
+    from imsyn.outputs import check_workdir_inputs, claim_workdir
+    from imsyn.runtime import enable_compilation_cache, init_distributed
+
+    try:  # first: nothing may touch a JAX device before this
+        init_distributed(
+            fv.multihost,
+            coordinator=fv.coordinator,
+            num_processes=fv.num_processes,
+            process_id=fv.process_id,
+        )
+    except ImsynError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    import jax
+
+    primary = jax.process_index() == 0
+    if jax.process_count() > 1:
+        print(
+            f"{prog}: multi-host run: process {jax.process_index()} of {jax.process_count()}, "
+            f"{jax.local_device_count()} of {jax.device_count()} devices",
+            file=sys.stderr,
+        )
     old_term = _interrupt_on_sigterm()
     try:
         exp = get_experiment(config)
         check_workdir_inputs(workdir, config)
-        with claim_workdir(workdir, mode=mode, task=config.get("task")):
+        # process 0 holds the workdir for every process of a multi-host run (the others
+        # would find it in use); they write nothing outside checkpoints/
+        claim = (
+            claim_workdir(workdir, mode=mode, task=config.get("task"))
+            if primary
+            else contextlib.nullcontext()
+        )
+        with claim:
             enable_compilation_cache()
             fn = exp.train if mode == "train" else exp.evaluate
             fn(config, workdir)
@@ -112,6 +149,39 @@ def main(argv: list[str], mode: str) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     return 0
+
+
+def _define_multihost_flags(fv) -> None:
+    from absl import flags
+
+    flags.DEFINE_bool(
+        "multihost",
+        None,
+        "start JAX's distributed runtime (jax.distributed.initialize) before anything else; "
+        "default: when --coordinator/--num_processes/--process_id are given or JAX detects "
+        "a multi-process job (TPU pod, SLURM srun, mpirun, Kubernetes); --nomultihost: never",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "coordinator",
+        None,
+        "HOST:PORT of process 0's coordination service (multi-host; default: from the cluster)",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "num_processes",
+        None,
+        "number of processes of a multi-host run (default: from the cluster)",
+        lower_bound=1,
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "process_id",
+        None,
+        "index of this process in [0, num_processes) (default: from the cluster)",
+        lower_bound=0,
+        flag_values=fv,
+    )
 
 
 def _raise_interrupt(signum, frame):

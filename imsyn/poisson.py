@@ -51,11 +51,20 @@ like any other channel), masks ``[h, w]`` bool or numbers (thresholded at 0.5).
 Results are :class:`PoissonResult` with ``image`` as ``float32`` of the
 target's shape; the exact solution may leave ``[0, 1]`` slightly, so use
 :func:`imsyn.image.to_uint8` (which clips and rounds correctly) to save it.
+
+Numeric arguments follow one set of rules, the :mod:`imsyn.validate` fields below
+(:data:`TOL`, :data:`MAXITER`, :data:`ANGLE`, ...): every function checks its
+arguments with them (:func:`imsyn.validate.param`: an :class:`~imsyn.errors.InputError`
+``"tol must be a finite number in (0, 1), got inf"``) and the ``python -m imsyn``
+gradient-domain CLI parses its options with the same fields, so a bad value fails the
+same way in both. Numbers may be Python or NumPy scalars; integer arguments must be
+integers.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from functools import partial
 from typing import NamedTuple
 
@@ -63,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imsyn import validate as v
 from imsyn.errors import InputError
 from imsyn.models.conv_cpu import staged
 
@@ -81,6 +91,22 @@ __all__ = [
 
 DEFAULT_TOL = 1e-5
 DEFAULT_MAXITER = 200
+
+# The rules of the numeric arguments, for the library (:func:`_param`) and the CLI
+# (``imsyn/cli/gradient.py`` parses its options with them: ``validate.arg(TOL)``).
+TOL = v.number(0, 1, open_min=True, open_max=True)  # a relative residual: >= 1 is "x = 0"
+TOL_WITH_ATOL = v.number(0, 1, open_max=True)  # solve_guided: tol may be 0 when atol > 0
+ATOL = v.number(min=0)
+MAXITER = v.integer(1, v.INT32_MAX)
+OFFSET = v.integer(v.INT32_MIN, v.INT32_MAX)
+ANCHOR = v.integer(0, v.INT32_MAX)
+THRESHOLD = v.number(min=0)
+ALPHA = v.number(min=0, max=1e3, open_min=True)
+BETA = v.number(0, 1, open_max=True)
+FACTOR = v.number(0, 1e3)
+ANGLE = v.number(-360, 360)
+DATA_WEIGHT = v.number(0, 1e6, open_min=True)
+SCREEN = v.number(min=0)
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -486,11 +512,40 @@ def _check_solvable(omega: np.ndarray, screen: float):
         )
 
 
+def _param(name: str, x, field: v.Field):
+    """``x`` checked by ``field`` (:func:`imsyn.validate.param`); NumPy scalars (and 0-d
+    arrays) count as the Python number they hold, integer fields take any integer type."""
+    if isinstance(x, np.ndarray | jax.Array) and x.ndim == 0 or isinstance(x, np.generic):
+        x = x.item()
+    if field.expect.startswith("an integer") and not isinstance(x, bool):
+        try:
+            x = operator.index(x)
+        except TypeError:
+            pass  # refused by the field with its message
+    return v.param(name, x, field)
+
+
+def _params(name: str, xs, field: v.Field, n: int | None = None) -> tuple:
+    """``n`` values (if None: one or more, a scalar counts as one), each checked by
+    ``field``; one message for a wrong count and for a bad value."""
+    count = f"{n} values" if n is not None else "one or more values"
+    try:
+        items = list(np.asarray(xs, dtype=object).reshape(-1))
+        if n is not None and (np.ndim(xs) != 1 or len(items) != n):
+            raise ValueError
+        if not items:
+            raise ValueError
+        return tuple(_param(name, x, field) for x in items)
+    except (InputError, TypeError, ValueError):
+        raise InputError(f"{name} must be {count}, each {field.expect}, got {xs!r}") from None
+
+
 def _check_solver_args(tol, atol, maxiter):
-    if tol < 0 or atol < 0 or (tol == 0 and atol == 0):
-        raise InputError(f"need tol >= 0, atol >= 0 and one of them > 0, got {tol}, {atol}")
-    if maxiter < 1:
-        raise InputError(f"maxiter must be >= 1, got {maxiter}")
+    """(tol, atol, maxiter) checked: ``TOL`` (``TOL_WITH_ATOL`` when ``atol > 0``), ``ATOL``,
+    ``MAXITER``."""
+    atol = _param("atol", atol, ATOL)
+    tol = _param("tol", tol, TOL_WITH_ATOL if atol > 0 else TOL)
+    return tol, atol, _param("maxiter", maxiter, MAXITER)
 
 
 def solve_guided(
@@ -514,15 +569,17 @@ def solve_guided(
       mask: ``[H, W]`` unknown pixels (bool, or numbers thresholded at 0.5).
       screen: weight ``λ ≥ 0`` of an extra term ``λ‖f - data‖²`` (0: pure Poisson).
       data: like ``target``; required when ``screen > 0``.
-      tol: relative residual tolerance per channel (``‖r‖ ≤ tol·‖b‖``).
-      atol: absolute residual tolerance.
-      maxiter: CG iteration cap.
+      tol: relative residual tolerance per channel (``‖r‖ ≤ tol·‖b‖``), in ``(0, 1)``
+        (:data:`TOL`; ``[0, 1)`` when ``atol > 0``).
+      atol: absolute residual tolerance (``>= 0``).
+      maxiter: CG iteration cap (:data:`MAXITER`).
 
     Returns:
       :class:`PoissonResult`.
 
     Raises:
-      InputError: shapes disagree, the mask is empty or has no boundary pixels.
+      InputError: shapes disagree, the mask is empty or has no boundary pixels, a numeric
+        argument breaks its rule.
     """
     t = _as_image(target, "target")
     gx = np.asarray(gx, np.float32)
@@ -532,10 +589,9 @@ def solve_guided(
         raise InputError(f"guidance fields must have the target's shape {t.shape}")
     if omega.shape != t.shape[:2]:
         raise InputError(f"mask shape {omega.shape} does not match target {t.shape[:2]}")
-    if screen < 0:
-        raise InputError(f"screen must be >= 0, got {screen}")
+    screen = _param("screen", screen, SCREEN)
     _check_solvable(omega, screen)
-    _check_solver_args(tol, atol, maxiter)
+    tol, atol, maxiter = _check_solver_args(tol, atol, maxiter)
     d = t if data is None else _as_image(data, "data")
     if d.shape != t.shape:
         raise InputError(f"data shape {d.shape} does not match target {t.shape}")
@@ -626,7 +682,7 @@ def _place(source, target, mask, offset):
                 "offset to place the source, or pre-align it"
             )
         return s, omega
-    dy, dx = (int(v) for v in offset)
+    dy, dx = _params("offset", offset, OFFSET, 2)
     ys, xs = np.nonzero(omega)
     if ys.min() + dy < 0 or xs.min() + dx < 0 or ys.max() + dy >= H or xs.max() + dx >= W:
         raise InputError(
@@ -664,7 +720,7 @@ def blend(
       target: ``float32[H, W(, C)]``, same channel count as ``source``.
       mask: ``[h, w]`` in source coordinates; True/≥0.5 marks the pasted region.
         Holes, several components, thin parts and the image border are all fine.
-      offset: ``(dy, dx)``: source pixel (0, 0) lands on target pixel (dy, dx).
+      offset: ``(dy, dx)`` integers: source pixel (0, 0) lands on target pixel (dy, dx).
         ``None``: source and mask are pre-aligned (same size as the target).
       mode: ``"poisson"``: guidance = source gradients. ``"mixed"``: for each
         pixel pair the source or target difference with the larger magnitude.
@@ -672,17 +728,20 @@ def blend(
         difference on its own (channels may take their guidance from
         different images); ``"color"`` compares the Euclidean norm over
         channels and takes all channels from one image.
-      tol, maxiter: CG tolerance (relative residual per channel) and cap.
+      tol, maxiter: CG tolerance (relative residual per channel, :data:`TOL`) and cap
+        (:data:`MAXITER`).
 
     Returns:
       :class:`PoissonResult`; outside the mask ``image`` equals ``target`` exactly.
 
     Raises:
       InputError: size/channel mismatch, empty mask, mask outside the target after
-        the offset, mask without boundary pixels, unknown mode.
+        the offset, mask without boundary pixels, unknown mode, a numeric argument
+        that breaks its rule.
     """
     if mode not in ("poisson", "mixed"):
         raise InputError(f"mode must be 'poisson' or 'mixed', got {mode!r}")
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     t = _as_image(target, "target")
     s, omega = _place(source, t, mask, offset)
     if mode == "poisson":
@@ -692,7 +751,6 @@ def blend(
     else:
         raise InputError(f"magnitude must be 'channel' or 'color', got {magnitude!r}")
     _check_solvable(omega, 0.0)
-    _check_solver_args(tol, 0.0, maxiter)
     return _solve(t, s, kind, omega, 0.0, None, tol, 0.0, maxiter)
 
 
@@ -712,11 +770,12 @@ def reconstruct(image, *, anchor: tuple[int, int] = (0, 0), tol: float = 1e-7, m
     Returns:
       :class:`PoissonResult` whose ``image`` reproduces ``image``.
     """
+    ay, ax = _params("anchor", anchor, ANCHOR, 2)
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     s = _as_image(image, "image")
     if s.shape[0] * s.shape[1] < 2:
         raise InputError("image must have at least two pixels")
-    ay, ax = anchor
-    if not (0 <= ay < s.shape[0] and 0 <= ax < s.shape[1]):
+    if not (ay < s.shape[0] and ax < s.shape[1]):
         raise InputError(f"anchor {anchor} is outside the {s.shape[1]}x{s.shape[0]} image")
     omega = np.ones(s.shape[:2], bool)
     omega[ay, ax] = False
@@ -735,6 +794,7 @@ def monochrome_transfer(
     source's luma gradients, so the pasted region takes its colour from the
     target's boundary. Arguments as in :func:`blend`.
     """
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     t = _as_image(target, "target")
     s, omega = _place(source, t, mask, offset)
     lx, ly = _grads(_luma(s))
@@ -765,8 +825,11 @@ def flatten_texture(
     Args:
       image: ``float32[H, W(, C)]``; also the boundary values.
       mask: ``[H, W]`` region to flatten.
-      threshold: edge threshold on luma gradient magnitude, in [0, 1] units.
+      threshold: edge threshold on luma gradient magnitude, in [0, 1] units
+        (:data:`THRESHOLD`: finite, >= 0).
     """
+    threshold = _param("threshold", threshold, THRESHOLD)
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     f, omega = _self_edit_inputs(image, mask)
     gx, gy = _grads(f)
     lx, ly = _grads(_luma(f))
@@ -789,11 +852,13 @@ def change_illumination(
     Guidance ``v = a^β |∇f|^{-β} ∇f`` with ``a = alpha · mean over the mask of
     |∇f|`` (per channel, forward differences): large gradients are compressed,
     small ones amplified, which lightens shadows and tones down highlights.
-    Defaults follow OpenCV's ``illuminationChange`` (alpha 0.2, beta 0.4).
+    Defaults follow OpenCV's ``illuminationChange`` (alpha 0.2, beta 0.4); ``alpha`` in
+    ``(0, 1000]`` (:data:`ALPHA`), ``beta`` in ``[0, 1)`` (:data:`BETA`).
     """
+    alpha = _param("alpha", alpha, ALPHA)
+    beta = _param("beta", beta, BETA)
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     f, omega = _self_edit_inputs(image, mask)
-    if not alpha > 0 or not 0 <= beta < 1:
-        raise InputError(f"need alpha > 0 and 0 <= beta < 1, got alpha={alpha}, beta={beta}")
     gx, gy = _grads(f)
     mag = np.hypot(gx, gy)
     sel = mag[omega]
@@ -809,15 +874,18 @@ def change_color(
 
     Guidance = gradients of ``image * factors`` (per channel, RGB order), boundary
     from ``image``: the object changes colour while blending seamlessly into
-    its surroundings (OpenCV's ``colorChange``; note OpenCV takes BGR factors).
+    its surroundings (OpenCV's ``colorChange``; note OpenCV takes BGR factors). One
+    factor per channel (3 for RGBA: alpha is kept), each in ``[0, 1000]`` (:data:`FACTOR`).
     """
+    factors = _params("factors", factors, FACTOR)
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     f, omega = _self_edit_inputs(image, mask)
     k = np.asarray(factors, np.float32).reshape(-1)
     c = 1 if f.ndim == 2 else f.shape[-1]
     if k.size == 3 and c == 4:
         k = np.concatenate([k, [1.0]]).astype(np.float32)
-    if k.size != c or np.any(k < 0):
-        raise InputError(f"factors must be {c} non-negative numbers, got {list(k)}")
+    if k.size != c:
+        raise InputError(f"factors must be {c} non-negative numbers, got {list(factors)}")
     g = f * (k if f.ndim == 3 else k[0])
     gx, gy = _grads(g)
     return solve_guided(f, gx, gy, omega, tol=tol, maxiter=maxiter)
@@ -843,17 +911,21 @@ def color2gray(
 
     Args:
       image: ``float32[H, W, 3|4]`` RGB(A) (alpha ignored).
-      angle: hue direction in degrees that decides the sign of chroma contrast.
-      data_weight: pull towards the luma (> 0; larger: closer to plain luma).
+      angle: hue direction in degrees that decides the sign of chroma contrast, in
+        ``[-360, 360]`` (:data:`ANGLE`).
+      data_weight: pull towards the luma, in ``(0, 1e6]`` (:data:`DATA_WEIGHT`; larger:
+        closer to plain luma).
+      tol, maxiter: CG tolerance (:data:`TOL`) and cap (:data:`MAXITER`).
 
     Returns:
       :class:`PoissonResult` with ``image`` ``float32[H, W]``.
     """
+    angle = _param("angle", angle, ANGLE)
+    data_weight = _param("data_weight", data_weight, DATA_WEIGHT)
+    tol, _, maxiter = _check_solver_args(tol, 0.0, maxiter)
     f = _as_image(image, "image")
     if f.ndim != 3 or f.shape[-1] < 3:
         raise InputError(f"color2gray needs an RGB(A) image, got shape {f.shape}")
-    if not data_weight > 0:
-        raise InputError(f"data_weight must be > 0, got {data_weight}")
     rgb = f[..., :3]
     lum = rgb @ _LUMA
     c1 = (rgb[..., 0] - rgb[..., 1]) / np.sqrt(2.0)

@@ -6,6 +6,9 @@
   ``cache_dir()/jax`` so that a second run of the same command does not recompile.
 * :func:`keep_freed_memory` — opt-in glibc malloc settings for training processes (called
   first thing by train.py, eval.py and sweep.py, never on import).
+* :func:`init_distributed` — JAX's multi-process runtime (``jax.distributed.initialize``)
+  for ``train.py`` / ``eval.py``: explicit (``--multihost``, ``--coordinator=...``) or
+  where :func:`detect_cluster` finds a multi-process job; before anything touches devices.
 """
 
 from __future__ import annotations
@@ -84,3 +87,123 @@ def keep_freed_memory() -> bool:
     # block of a 128 px step after every step
     settings = ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, -1))
     return all(mallopt(option, value) == 1 for option, value in settings)
+
+
+# --------------------------------------------------------------------------- multi-host
+
+#: how long (s) a process waits at exit for the others: process 0 evaluates alone at the end
+#: of a run while the others have finished (JAX's default is 300 s)
+SHUTDOWN_TIMEOUT_S = 3600
+
+
+def detect_cluster() -> tuple[str, int] | None:
+    """The multi-process job this process belongs to, as ``(kind, process count)``, or None.
+
+    Asks the cluster environments that ``jax.distributed.initialize()`` auto-detects
+    (``jax._src.clusters``: Cloud TPU pods on GCE/GKE, SLURM ``srun`` steps, Open MPI
+    ``mpirun``, Kubernetes jobs; not the opt-in mpi4py) whether they are present, without
+    initialising anything. Only a job of more than one process counts: a single SLURM task
+    or a one-host TPU VM runs as before. Detection never raises (an unknown JAX layout or a
+    failed metadata query reads as "no cluster").
+    """
+    try:
+        from jax._src import clusters
+    except ImportError:
+        return None
+    for env in getattr(clusters.ClusterEnv, "_cluster_types", ()):
+        if getattr(env, "opt_in_only_method", False):
+            continue
+        try:
+            if not env.is_env_present():
+                continue
+            count = int(env.get_process_count())
+        except Exception:  # noqa: BLE001 - a cluster env half set up: not a cluster
+            continue
+        if count > 1:
+            return env.__name__, count
+    return None
+
+
+def _check_coordinator(address: str) -> str:
+    from imsyn.errors import ConfigError
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--coordinator must be HOST:PORT (e.g. node0:1234), got {address!r}")
+    return address
+
+
+def init_distributed(
+    multihost: bool | None = None,
+    *,
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
+    """Starts JAX's distributed runtime when this process is one of several; idempotent.
+
+    Must run before anything touches JAX devices (``jax.devices()``, an array, a jit):
+    ``train.py`` and ``eval.py`` call it (through :func:`imsyn.experiments.main`) right
+    after parsing their flags.
+
+    Args:
+      multihost: ``True`` (``--multihost``): initialise; the coordinator, process count and
+        id come from the arguments below, else from the cluster (what
+        ``jax.distributed.initialize()`` detects). ``False`` (``--nomultihost``): never.
+        ``None`` (default): initialise if any of the arguments below is given, or if
+        :func:`detect_cluster` finds a job of several processes.
+      coordinator: ``HOST:PORT`` of process 0's coordination service (``--coordinator``).
+      num_processes: how many processes take part (``--num_processes``).
+      process_id: this process's index in ``[0, num_processes)`` (``--process_id``).
+
+    Returns:
+      Whether the distributed runtime is initialised (by this call or an earlier one).
+
+    Raises:
+      ConfigError: contradictory or incomplete arguments, no cluster to take them from,
+        or JAX already computing (one line).
+    """
+    import jax
+
+    from imsyn.errors import ConfigError
+
+    explicit = {
+        "--coordinator": coordinator,
+        "--num_processes": num_processes,
+        "--process_id": process_id,
+    }
+    given = [k for k, v in explicit.items() if v is not None]
+    if multihost is False:
+        if given:
+            raise ConfigError(f"{given[0]} contradicts --nomultihost")
+        return jax.distributed.is_initialized()
+    if jax.distributed.is_initialized():
+        return True
+    if multihost is None and not given and detect_cluster() is None:
+        return False
+    if num_processes is not None and num_processes < 1:
+        raise ConfigError(f"--num_processes must be an integer >= 1, got {num_processes}")
+    if process_id is not None and (
+        process_id < 0 or (num_processes is not None and process_id >= num_processes)
+    ):
+        bound = f"[0, {num_processes})" if num_processes is not None else ">= 0"
+        raise ConfigError(f"--process_id must be an integer in {bound}, got {process_id}")
+    if coordinator is not None:
+        _check_coordinator(coordinator)
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
+        )
+    except ValueError as e:  # JAX: "coordinator_address should be defined." and the like
+        missing = [k for k, v in explicit.items() if v is None]
+        raise ConfigError(
+            f"multi-host: {str(e).rstrip('.')}; no cluster (TPU pod, SLURM, Open MPI, "
+            f"Kubernetes) provides it: give {' '.join(f'{k}=...' for k in missing)}"
+        ) from None
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"multi-host: {first}") from None
+    return True

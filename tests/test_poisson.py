@@ -454,5 +454,130 @@ def test_cli_non_binary_mask_is_thresholded(files, tmp_path, capsys):
     out = tmp_path / "soft_out.png"
     args = ["blend", "--source", str(files["src"]), "--target", str(files["tgt"])]
     assert main([*args, "--mask", str(soft), "--offset", "10,14", "--out", str(out)]) == 0
-    assert "thresholded at 0.5" in capsys.readouterr().err
+    assert "thresholded at 0.5" in capsys.readouterr().out  # a note in the result line
     assert out.exists()
+
+
+# --------------------------------------------------------------------------- one rule
+
+
+def _lib_call(task, name, value, files):
+    """The library function behind CLI ``task`` with argument ``name=value``."""
+    img = read_image(files["tgt"]).astype(np.float32) / 255
+    mask = read_image(files["full"]) > 127
+    src = read_image(files["src"]).astype(np.float32) / 255
+    small = read_image(files["mask"]) > 127
+    kw = {name: value}
+    if task == "blend":
+        return poisson.blend(src, img, small, **{"offset": (10, 14), **kw})
+    if task == "flatten":
+        return poisson.flatten_texture(img, mask, **kw)
+    if task == "illumination":
+        return poisson.change_illumination(img, mask, **kw)
+    if task == "recolor":
+        return poisson.change_color(img, mask, **kw)
+    if task == "color2gray":
+        return poisson.color2gray(img, **kw)
+    return poisson.reconstruct(img, **kw)
+
+
+# (CLI task, option, its text, library argument, its value, the field both check with)
+_ONE_RULE = [
+    ("blend", "--tol", "inf", "tol", float("inf"), poisson.TOL),
+    ("blend", "--tol", "1", "tol", 1.0, poisson.TOL),
+    ("blend", "--maxiter", "0", "maxiter", 0, poisson.MAXITER),
+    ("toy", "--maxiter", "2147483648", "maxiter", 2**31, poisson.MAXITER),
+    ("color2gray", "--tol", "nan", "tol", float("nan"), poisson.TOL),
+    ("color2gray", "--angle", "nan", "angle", float("nan"), poisson.ANGLE),
+    ("color2gray", "--angle", "720", "angle", 720.0, poisson.ANGLE),
+    ("color2gray", "--data-weight", "0", "data_weight", 0.0, poisson.DATA_WEIGHT),
+    ("color2gray", "--data-weight", "inf", "data_weight", float("inf"), poisson.DATA_WEIGHT),
+    ("illumination", "--alpha", "0", "alpha", 0.0, poisson.ALPHA),
+    ("illumination", "--beta", "1", "beta", 1.0, poisson.BETA),
+    ("flatten", "--threshold", "nan", "threshold", float("nan"), poisson.THRESHOLD),
+    ("flatten", "--threshold", "-0.1", "threshold", -0.1, poisson.THRESHOLD),
+]
+_ONE_RULE_TUPLES = [
+    ("recolor", "--factors", "1,nan,1", "factors", (1.0, float("nan"), 1.0), poisson.FACTOR),
+    ("recolor", "--factors", "1,-1,1", "factors", (1.0, -1.0, 1.0), poisson.FACTOR),
+    ("blend", "--offset", "2147483648,0", "offset", (2**31, 0), poisson.OFFSET),
+    ("toy", "--anchor", "-1,0", "anchor", (-1, 0), poisson.ANCHOR),
+]
+
+
+def _cli_args(task, files):
+    if task == "blend":
+        return ["blend", "--source", str(files["src"]), "--target", str(files["tgt"]),
+                "--mask", str(files["mask"]), "--offset", "10,14"]  # fmt: skip
+    if task in ("flatten", "illumination", "recolor"):
+        return [task, str(files["tgt"]), "--mask", str(files["full"])]
+    return [task, str(files["tgt"])]
+
+
+def _parse_error(args, out, capsys) -> list[str]:
+    """stderr lines of a command line refused when parsed (exit 2, nothing written)."""
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(out)])
+    assert e.value.code == 2
+    assert not out.exists()
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_the_cli_options_use_the_library_fields():
+    from imsyn.cli import gradient
+
+    for name in ("TOL", "MAXITER", "OFFSET", "ANCHOR", "THRESHOLD", "ALPHA", "BETA", "FACTOR",
+                 "ANGLE", "DATA_WEIGHT"):  # fmt: skip
+        assert getattr(gradient, name) is getattr(poisson, name), name
+
+
+@pytest.mark.parametrize(("task", "option", "text", "name", "value", "field"), _ONE_RULE)
+def test_a_bad_number_fails_alike_in_the_cli_and_the_library(
+    task, option, text, name, value, field, files, tmp_path, capsys
+):
+    err = _parse_error([*_cli_args(task, files), f"{option}={text}"], tmp_path / "o.png", capsys)
+    assert err == [f"imsyn {task}: error: argument {option}: must be {field.expect}, got {text!r}"]
+    with pytest.raises(InputError) as e:
+        _lib_call(task, name, value, files)
+    assert str(e.value) == f"{name} must be {field.expect}, got {value!r}"
+
+
+@pytest.mark.parametrize(("task", "option", "text", "name", "value", "field"), _ONE_RULE_TUPLES)
+def test_a_bad_tuple_fails_alike_in_the_cli_and_the_library(
+    task, option, text, name, value, field, files, tmp_path, capsys
+):
+    err = _parse_error([*_cli_args(task, files), f"{option}={text}"], tmp_path / "o.png", capsys)
+    assert len(err) == 1 and f"argument {option}: must be " in err[0], err
+    assert f"each {field.expect}, got {text!r}" in err[0], err
+    with pytest.raises(InputError) as e:
+        _lib_call(task, name, value, files)
+    assert str(e.value).startswith(f"{name} must be ")
+    assert f"each {field.expect}, got {value!r}" in str(e.value)
+
+
+def test_numpy_scalars_are_numbers_and_change_nothing(rng):
+    img = _smooth_image(rng)
+    ref = poisson.color2gray(img, angle=30.0, data_weight=1e-3, tol=1e-5, maxiter=50)
+    got = poisson.color2gray(
+        img, angle=np.float32(30), data_weight=np.float64(1e-3), tol=np.array(1e-5),
+        maxiter=np.int64(50),
+    )  # fmt: skip
+    np.testing.assert_array_equal(got.image, ref.image)
+    assert got.iterations == ref.iterations
+    src, tgt = _smooth_image(rng), _smooth_image(rng)
+    small = np.zeros((20, 24), bool)
+    small[2:-2, 2:-2] = True
+    a = poisson.blend(src[:20, :24], tgt, small, offset=(10, 14))
+    b = poisson.blend(src[:20, :24], tgt, small, offset=np.array([10, 14]))
+    np.testing.assert_array_equal(a.image, b.image)
+    with pytest.raises(InputError, match=r"^maxiter must be an integer in \[1, 2147483647\]"):
+        poisson.blend(src, tgt, _random_mask(rng), maxiter=200.5)
+    with pytest.raises(InputError, match=r"^atol must be a finite number >= 0, got nan$"):
+        poisson.solve_guided(tgt, tgt, tgt, _random_mask(rng), atol=float("nan"))
+    with pytest.raises(InputError, match=r"^screen must be a finite number >= 0, got inf$"):
+        poisson.solve_guided(tgt, tgt, tgt, _random_mask(rng), screen=float("inf"))
+    # tol 0 is a valid rule only with an absolute tolerance
+    with pytest.raises(InputError, match=r"^tol must be a finite number in \(0, 1\), got 0"):
+        poisson.solve_guided(tgt, tgt, tgt, _random_mask(rng), tol=0.0)
+    res = poisson.solve_guided(tgt, *poisson._grads(tgt), _random_mask(rng), tol=0, atol=1e-4)
+    assert res.converged

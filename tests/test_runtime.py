@@ -1,10 +1,13 @@
-"""Process-level set-up: the malloc settings of the training CLIs."""
+"""Process-level set-up: the malloc settings of the training CLIs, multi-host start-up."""
 
 import os
 import subprocess
 import sys
 
 import pytest
+
+from imsyn.errors import ConfigError
+from imsyn.runtime import detect_cluster, init_distributed
 
 # Allocates, fills and frees a block of argv[1] MiB (above glibc's largest mmap threshold)
 # 1 + argv[2] times and prints how many page faults the last argv[2] took.
@@ -68,3 +71,72 @@ def test_training_scripts_set_it_up_before_anything_else():
         with open(os.path.join(root, script)) as f:
             body = f.read().split('if __name__ == "__main__":')[1]
         assert body.split()[0] == "keep_freed_memory()", script
+
+
+# --------------------------------------------------------------------------- multi-host
+
+_SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    for var in (*_SLURM, "OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_detect_cluster_finds_a_slurm_step_of_several_tasks_only(no_cluster):
+    assert detect_cluster() is None  # this machine: no cluster, nothing initialised
+    values = dict(zip(_SLURM, ("7", "node[0-1]", "2", "1", "0"), strict=True))
+    for var, v in values.items():
+        no_cluster.setenv(var, v)
+    assert detect_cluster() == ("SlurmCluster", 2)
+    no_cluster.setenv("SLURM_NTASKS", "1")  # one task: runs as before
+    assert detect_cluster() is None
+    no_cluster.delenv("SLURM_STEP_NODELIST")  # salloc without srun: not a step
+    no_cluster.setenv("SLURM_NTASKS", "2")
+    assert detect_cluster() is None
+
+
+def test_init_distributed_stays_single_process_without_a_cluster(no_cluster):
+    import jax
+
+    assert init_distributed() is False
+    assert init_distributed(False) is False
+    assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"multihost": False, "process_id": 0}, "--process_id contradicts --nomultihost"),
+        ({"num_processes": 0}, "--num_processes must be an integer >= 1, got 0"),
+        ({"num_processes": 2, "process_id": 2}, "--process_id must be an integer in [0, 2)"),
+        ({"process_id": -1}, "--process_id must be an integer in >= 0"),
+        ({"coordinator": "node0"}, "--coordinator must be HOST:PORT"),
+        ({"coordinator": "node0:99999"}, "--coordinator must be HOST:PORT"),
+    ],
+)
+def test_init_distributed_refuses_bad_arguments_before_starting_anything(
+    no_cluster, kwargs, message
+):
+    import jax
+
+    with pytest.raises(ConfigError) as e:
+        init_distributed(**kwargs)
+    assert message in str(e.value)
+    assert not jax.distributed.is_initialized()
+
+
+def test_multihost_without_a_cluster_or_coordinator_says_what_to_give():
+    env = {k: v for k, v in os.environ.items() if k not in _SLURM}
+    env["JAX_PLATFORMS"] = "cpu"
+    code = (
+        "from imsyn.errors import ConfigError\n"
+        "from imsyn.runtime import init_distributed\n"
+        "try:\n    init_distributed(True)\nexcept ConfigError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "no cluster" in out and "--coordinator=... --num_processes=... --process_id=..." in out

@@ -5,7 +5,8 @@
 ``color2gray``: colour to gray; ``toy``: rebuild an image from its gradients.
 Each prints one line on stdout: the solver's residual, iteration count and notes
 (a mask that was not binary). Every numeric option is checked when it is parsed
-(:func:`imsyn.validate.arg`: finite, in range, integers within int32); the output
+(:func:`imsyn.validate.arg`: finite, in range, integers within int32) with the field
+that :mod:`imsyn.poisson` checks the same argument with (``TOL``, ``MAXITER``, ...); the output
 may not be one of the inputs (:func:`imsyn.outputs.check_outputs`); a result that
 is not finite is never written.
 """
@@ -23,20 +24,23 @@ from imsyn import validate as v
 from imsyn.errors import InputError, OutputError
 from imsyn.outputs import check_outputs
 
+# The rules of the numeric options are the library's (one source: imsyn/poisson.py, whose
+# functions check their arguments with the same fields), so both fail alike on a bad value.
+from imsyn.poisson import (
+    ALPHA,
+    ANCHOR,
+    ANGLE,
+    BETA,
+    DATA_WEIGHT,
+    FACTOR,
+    MAXITER,
+    OFFSET,
+    THRESHOLD,
+    TOL,
+)
+
 _MASKED = ("flatten", "illumination", "recolor")
 _PASTE = ("blend", "mono-transfer")
-
-# The rules of the numeric options (also for the library: ``validate.param(name, x, FIELD)``).
-TOL = v.number(0, 1, open_min=True, open_max=True)  # a relative residual: >= 1 is "x = 0"
-MAXITER = v.integer(1, v.INT32_MAX)
-OFFSET = v.integer(v.INT32_MIN, v.INT32_MAX)
-ANCHOR = v.integer(0, v.INT32_MAX)
-THRESHOLD = v.number(min=0)
-ALPHA = v.number(min=0, max=1e3, open_min=True)
-BETA = v.number(0, 1, open_max=True)
-FACTOR = v.number(0, 1e3)
-ANGLE = v.number(-360, 360)
-DATA_WEIGHT = v.number(0, 1e6, open_min=True)
 
 
 def add_task_arguments(task: str, parser: argparse.ArgumentParser) -> None:

@@ -84,12 +84,11 @@ def make_dataset(
     if worker_count < 0:
         raise ConfigError(f"worker_count must be >= 0, got {worker_count!r}")
     ds = grain.MapDataset.source(source)
-    if shard_count > 1:
-        ds = ds[shard_index::shard_count]
-    if len(ds) < batch_size:
+    if len(ds) < batch_size * shard_count:
+        times = f" x shard_count={shard_count}" if shard_count > 1 else ""
         raise ConfigError(
-            f"data source {source.name!r} has {len(ds)} images for this process, fewer than "
-            f"batch_size={batch_size}"
+            f"data source {source.name!r} has {len(ds)} images, fewer than "
+            f"batch_size={batch_size}{times}"
         )
     ds = ds.seed(int(seed))
     if shuffle:
@@ -97,6 +96,10 @@ def make_dataset(
     ds = ds.repeat(num_epochs)
     ds = ds.random_map(_Augment(augment, int(image_size)))
     ds = ds.batch(int(batch_size), drop_remainder=True)
+    if shard_count > 1:
+        # local batch j of process k = rows of global batch j: the same global stream for any
+        # shard_count; whole global batches only, so every process gets as many batches
+        ds = ds[: len(ds) - len(ds) % shard_count][shard_index::shard_count]
     ds = ds.map(_ToNetwork())
     it = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
@@ -134,8 +137,11 @@ def make_loader(
       num_epochs: ``None`` repeats forever; otherwise stops after that many epochs.
       worker_count: grain worker processes (0 = threads in this process).
       shard_index: this process's index (``jax.process_index()``).
-      shard_count: number of processes (``jax.process_count()``); each takes every
-        ``shard_count``-th image.
+      shard_count: number of processes (``jax.process_count()``). The stream of global
+        batches (``shard_count * batch_size`` rows) is the same for every
+        ``shard_count``: process ``k`` loads rows ``[k * batch_size, (k + 1) *
+        batch_size)`` of each, so a multi-host run sees the batches of a one-process run
+        with the same global batch (same shuffle, same augmentation of each image).
 
     Returns:
       A grain ``DatasetIterator`` yielding ``{"image": float32[batch_size, S, S, 3]}`` in

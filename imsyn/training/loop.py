@@ -52,9 +52,13 @@ Workdir layout::
     plots/losses.png  samples/<name>_<step>.png  eval/metrics.json  eval/*.png  report.html
 
 Multi-host: call ``jax.distributed.initialize()`` before :func:`fit` in every
-process; each process loads its rows (``make_data`` should shard by
-``jax.process_index()``), orbax writes the checkpoint collectively, and only
-process 0 writes logs, samples and reports.
+process (``train.py --multihost`` does: :func:`imsyn.runtime.init_distributed`); each
+process loads its rows (``make_data`` should shard by ``jax.process_index()``), every
+process runs every step and checkpoint (orbax writes collectively), and only process 0
+writes logs, samples and reports. Samples and the evaluation run on process 0 alone, on
+its own copy of the replicated state (:func:`host_local`), so ``task.samples`` and
+``task.evaluate`` need no other process and the others write nothing outside
+``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -277,6 +281,17 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def host_local(state):
+    """This process's own copy of a replicated state (on its first local device).
+
+    On one process, ``state`` itself. On several, a computation on the global arrays would
+    need every process to run it; this copy lets process 0 draw samples and evaluate alone.
+    """
+    if jax.process_count() == 1:
+        return state
+    return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, state)
+
+
 def _init_placed(task: Task, config, mesh):
     """The initial state replicated over the mesh, and the base key of the step keys."""
     init_key, key = jax.random.split(jax.random.key(config.seed))
@@ -366,7 +381,7 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
 
     def outputs(at: int) -> None:
         if primary:
-            grids = task.samples(state)
+            grids = task.samples(host_local(state))
             write_samples(workdir / "samples", at, grids)
             events.write_images(at, grids)
             plot_losses(read_metrics(log.path), workdir / "plots" / "losses.png", title=config.name)
@@ -468,7 +483,9 @@ def restore(config, workdir: str | os.PathLike, task: Task):
 def evaluate_run(config, workdir: str | os.PathLike, task: Task, *, state=None, step=None) -> dict:
     """Evaluates a run: ``task.evaluate`` → ``eval/metrics.json`` → ``report.html``.
 
-    Restores the latest checkpoint unless ``state`` (and ``step``) are given.
+    Restores the latest checkpoint unless ``state`` (and ``step``) are given. In a
+    multi-host run every process restores, process 0 alone evaluates (on its own copy of
+    the state) and writes; the others return ``{"step": step}``.
 
     Returns:
       The metrics written to ``eval/metrics.json`` (with ``"step"``).
@@ -478,12 +495,12 @@ def evaluate_run(config, workdir: str | os.PathLike, task: Task, *, state=None, 
     workdir = Path(workdir)
     if state is None:
         state, step = restore(config, workdir, task)
-    claim = claim_workdir(workdir, mode="eval") if _is_primary() else contextlib.nullcontext()
-    with claim:  # held already when called from fit: re-entrant
-        metrics = dict(task.evaluate(state, config, workdir))
+    if not _is_primary():
+        return {"step": int(step)}
+    with claim_workdir(workdir, mode="eval"):  # held already when called from fit: re-entrant
+        metrics = dict(task.evaluate(host_local(state), config, workdir))
         metrics["step"] = int(step)
-        if _is_primary():
-            write_json(workdir / "eval" / "metrics.json", metrics)
-            extra = getattr(task, "report_sections", None)
-            write_report(workdir, sections=extra(config, workdir) if extra else ())
+        write_json(workdir / "eval" / "metrics.json", metrics)
+        extra = getattr(task, "report_sections", None)
+        write_report(workdir, sections=extra(config, workdir) if extra else ())
     return metrics
