@@ -1,8 +1,9 @@
 """Neural style transfer: imsyn (JAX) vs a PyTorch reference on the CPU, side by side.
 
-Both run the same problem — the same VGG-19 weights (``--weights``, else the
-same random features), the same images, the course's losses (content at
-conv_4, style at conv_1..conv_5, weights 1 / 1e6), clamping to [0, 1] — and:
+Both run the same problem — the same VGG-19 weights (``--weights``, else
+``$IMSYN_VGG19``, the fetched vgg19, or the same random features; normalized),
+the same images, the course's losses (content at conv_4, style at conv_1..conv_5,
+weights 1 / 1e6), clamping to [0, 1] — and:
 
 1. ``fwd+bwd``: one loss + image-gradient evaluation (median of ``--reps``,
    interleaved, after warm-up; JAX compile time reported separately);
@@ -255,7 +256,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256 px only, fewer reps, no 1024 check")
     ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
-    ap.add_argument("--weights", default=None, help="VGG-19 weights (default: random features)")
+    ap.add_argument(
+        "--weights",
+        default=None,
+        help="VGG-19 weights (default: $IMSYN_VGG19, the fetched vgg19, else random)",
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--reps", type=int, default=None)

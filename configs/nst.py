@@ -1,24 +1,27 @@
 """Neural style transfer (course assignment 4, Gatys et al.) on VGG-19.
 
 Default — the course's settings (content at conv_4, style at conv_1..conv_5,
-content weight 1, style weight 1e6, L-BFGS, 300 steps, start from the content
-image) at 256 px, on matplotlib's Grace Hopper photo and a generated
+content weight 1, L-BFGS, 300 steps, start from the content image) with style
+weight 1e5 at 256 px, on matplotlib's Grace Hopper photo and a generated
 brush-stroke texture (no files needed)::
 
     python train.py --config=configs/nst.py --workdir=runs/nst
 
 Real images and real weights (``../shared/data/nst/`` holds photos and
-paintings; convert VGG-19 weights once with ``python -m imsyn convert-weights``)::
+paintings; fetch the VGG-19 once with ``python -m imsyn weights fetch vgg19``,
+then every run uses it)::
 
     python train.py --config=configs/nst.py --workdir=runs/tubingen_starry \\
         --config.content=../shared/data/nst/content/tubingen.jpg \\
-        --config.style=../shared/data/nst/style/starry_night.jpg \\
-        --config.weights=vgg19.npz --config.size=512
+        --config.style=../shared/data/nst/style/starry_night.jpg --config.size=512
 
-Without weights (no ``config.weights``, no ``$IMSYN_VGG19``) the run uses random
-VGG features (a warning, and ``"random"`` in every output): the style loss
-still falls by orders of magnitude, but the picture only picks up the style's
-colours and fine grain — no brush strokes.
+Weights: ``config.weights``, else ``$IMSYN_VGG19``, else the fetched vgg19, else
+random VGG features (a warning, and ``"random"`` in every output): the style
+loss still falls by orders of magnitude, but the picture only picks up the
+style's colours and fine grain — no brush strokes. Every weights file is
+normalized to mean activation 1 per conv layer (``imsyn/models/vgg.py``), so
+the style weight means the same for each: 1e3 barely shows, 1e4..1e6 is the
+useful range, 1e7 overwrites the content (``docs/nst.md``).
 
 Presets (``--config=configs/nst.py:<preset>``):
 
@@ -62,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.content_layers = "conv_4"
     c.style_layers = "conv_1,conv_2,conv_3,conv_4,conv_5"
     c.content_weight = 1.0
-    c.style_weight = 1e6
+    c.style_weight = 1e5  # useful range 1e4..1e6 (docs/nst.md)
     c.tv_weight = 0.0
     c.init = ""
     c.optimizer = "lbfgs"
@@ -73,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pooling = "max"
     c.memory_size = 10
     c.remat = False
-    c.weights = ""  # "" = $IMSYN_VGG19, else random features
+    c.weights = ""  # "" = $IMSYN_VGG19, else the fetched vgg19, else random features
     c.sample_every = 50
     c.sweep = ""
 

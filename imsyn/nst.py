@@ -7,27 +7,34 @@ the features of :mod:`imsyn.models.vgg`:
   layers, usually from noise (:func:`reconstruct_content`);
 * texture synthesis — match the Gram matrices of one or more style images at any
   set of layers (:func:`synthesize_texture`);
-* style transfer — both, weighted (:func:`style_transfer`; course default:
-  content at ``conv_4``, style at ``conv_1`` … ``conv_5``, content weight 1, style
-  weight 1e6), with ``original_colors`` (luminance-only transfer) and several
-  styles blended by weight.
+* style transfer — both, weighted (:func:`style_transfer`; the course's
+  layers: content at ``conv_4``, style at ``conv_1`` … ``conv_5``; content weight
+  1, style weight 1e5), with ``original_colors`` (luminance-only transfer) and
+  several styles blended by weight.
 
 The losses are the course's / PyTorch tutorial's definitions
 (:mod:`imsyn.losses`: content = feature MSE, Gram = ``F^T F / (H W C)``, style =
-Gram MSE, summed over layers), so numbers match a PyTorch implementation.
+Gram MSE, summed over layers), so numbers match a PyTorch implementation run on
+the same network. The network is the one :func:`imsyn.models.vgg.load_weights`
+returns: every weights file rescaled so that each conv layer's mean activation
+on a fixed reference set is 1, which makes the loss weights mean the same for
+every file. With the real VGG-19 the course's range holds: style weight 1e3
+barely changes the photo, 1e4 … 1e6 give visible to strong strokes, 1e7
+overwrites most of the content (measured in ``docs/nst.md``); the default, 1e5,
+is the middle of it.
 
-Optimizers: L-BFGS (``optax.lbfgs`` with its zoom line search; each step
-evaluates the loss at the current image, then the line search evaluates
-candidates, typically one) or Adam. ``clamp`` projects the image onto
-``[0, 1]`` after every step. The whole step is one jitted function, compiled
-once per image size and layer set; the loss weights are traced arguments, so a
-style-weight sweep does not recompile.
+Optimizers: L-BFGS (default: host-driven projected Armijo backtracking around
+optax's L-BFGS direction; or ``optax.lbfgs`` with its zoom line search, one
+compiled call per step) or Adam. ``clamp`` projects the image onto ``[0, 1]``
+after every step. Compiled once per image size and layer set; the loss weights
+are traced arguments, so a style-weight sweep does not recompile.
 
 Everything a run writes (``train(config, workdir)``): ``config.json``,
 ``metrics.jsonl`` (per step: ``content_loss``, ``style_loss``, ``tv_loss``,
 ``loss``), ``samples/result_<step>.png`` every ``snapshot_every`` steps,
 ``plots/losses.png``, ``result.png``, ``result.json`` (settings, the VGG weights
-used — a path or ``"random"`` — and the per-step loss lists), ``eval/metrics.json``
+used — a file name or ``"random"`` — and their normalization, and the per-step
+loss lists), ``eval/metrics.json``
 and ``report.html``. :func:`run_sweep` runs the ablation grids into one page.
 """
 
@@ -70,7 +77,10 @@ class Options:
     Attributes:
       content_layers: layers whose features the result matches to the content's.
       style_layers: layers whose Gram matrices the result matches to the style's.
-      content_weight, style_weight, tv_weight: loss weights (tv 0 = off).
+      content_weight, style_weight, tv_weight: loss weights (tv 0 = off). On the
+        normalized network (any weights file) style weights 1e4 … 1e6 are the
+        useful range at content weight 1; below, the style barely shows, above,
+        it overwrites the content.
       init: ``"content"`` (start from the content image) or ``"noise"`` (uniform).
       optimizer: ``"lbfgs"`` or ``"adam"``.
       steps: optimizer steps (> 0).
@@ -93,7 +103,7 @@ class Options:
     content_layers: tuple[str, ...] = COURSE_CONTENT_LAYERS
     style_layers: tuple[str, ...] = COURSE_STYLE_LAYERS
     content_weight: float = 1.0
-    style_weight: float = 1e6
+    style_weight: float = 1e5
     tv_weight: float = 0.0
     init: str = "content"
     optimizer: str = "lbfgs"
@@ -403,35 +413,54 @@ def _iterate_backtracking(static, x, params, targets, steps, *, fns=None):
 
     Yields ``(metrics of x_t, x_{t+1}, evaluations)`` per step, then
     ``(metrics of the last x, None, 0)``; stops early when no trial decreases
-    the loss (converged to float precision).
+    the loss even along the (projected) gradient (converged to float precision).
+
+    With clamping, an L-BFGS direction that descends may stop descending once
+    projected (its decrease came from pixels pushed out of [0, 1]); then the
+    memory is reset and the step retried from the scaled gradient, along which
+    a small enough projected step always descends.
     """
     trial, direction = fns or _jitted_host(static)
     zeros = jnp.zeros_like(x)
     x, f, parts, g, _ = trial(x, zeros, zeros, 0.0, params, targets)
     f = float(f)
     state = init_direction_state(static, x)
+    fresh = True  # the memory is empty
     initial = 1  # the evaluation at x_0 counts towards the first step
-    for _ in range(steps):
-        d, new_state, slope = direction(g, state, x)
-        if not float(slope) < 0:  # not a descent direction: restart the memory
-            state = init_direction_state(static, x)
-            d, new_state, slope = direction(g, state, x)
-        metrics = {**jax.device_get(parts), "loss": f}
-        eta, evals, accepted = 1.0, initial, None
-        initial = 0
-        for _ in range(static.max_linesearch_steps):
+
+    def search(d):
+        """Armijo backtracking along ``d`` from ``x``: ``(accepted or None, evaluations)``."""
+        # First trial: the full step, but never one that moves a pixel by more than the
+        # box's width (such a step is clipping only).
+        dmax = float(jnp.max(jnp.abs(d)))
+        eta = 1.0 / dmax if static.clamp and dmax > 1.0 else 1.0
+        for n in range(1, static.max_linesearch_steps + 1):
             xn, fn, pn, gn, dec = trial(x, d, g, eta, params, targets)
-            evals += 1
             fn = float(fn)
             if math.isfinite(fn) and fn <= f + 1e-4 * float(dec):
-                accepted = (xn, fn, pn, gn)
-                break
+                return (xn, fn, pn, gn), n
             eta *= 0.5
+        return None, static.max_linesearch_steps
+
+    for _ in range(steps):
+        d, new_state, slope = direction(g, state, x)
+        if not float(slope) < 0 and not fresh:  # not a descent direction: restart
+            state, fresh = init_direction_state(static, x), True
+            d, new_state, slope = direction(g, state, x)
+        metrics = {**jax.device_get(parts), "loss": f}
+        accepted, evals = search(d)
+        evals += initial
+        initial = 0
+        if accepted is None and not fresh:  # projection spoilt the L-BFGS step: restart
+            state, fresh = init_direction_state(static, x), True
+            d, new_state, _ = direction(g, state, x)
+            accepted, n = search(d)
+            evals += n
         if accepted is None:
             yield metrics, x, evals
             break
         x, f, parts, g = accepted
-        state = new_state
+        state, fresh = new_state, False
         yield metrics, x, evals
     yield {**jax.device_get(parts), "loss": f}, None, 0
 
@@ -932,6 +961,7 @@ def _final_metrics(res: Result, run: _Run) -> dict:
     return {
         "mode": run.config["mode"],
         "weights": res.weights,
+        "vgg_normalization": run.weights.normalization,
         "steps": int(len(res.loss) - 1),
         "evaluations": res.evaluations,
         "seconds": round(res.seconds, 3),
@@ -954,7 +984,14 @@ def _run_one(cfg: dict, workdir: Path, *, progress: bool = True) -> dict:
 
     run = _prepare(cfg)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", {**cfg, "weights_used": run.weights.source})
+    write_json(
+        workdir / "config.json",
+        {
+            **cfg,
+            "weights_used": run.weights.source,
+            "vgg_normalization": run.weights.normalization,
+        },
+    )
 
     def snapshot(step, img, _metrics):
         write_samples(workdir / "samples", step, {"result": img})
@@ -1059,7 +1096,13 @@ def evaluate(config, workdir) -> dict:
         style_blend=run.style_blend,
         options=run.options,
     )
-    metrics = {"mode": cfg["mode"], "weights": run.weights.source, "saved_8bit": True, **m}
+    metrics = {
+        "mode": cfg["mode"],
+        "weights": run.weights.source,
+        "vgg_normalization": run.weights.normalization,
+        "saved_8bit": True,
+        **m,
+    }
     write_json(workdir / "eval" / "metrics.json", metrics)
     write_report(workdir, sections=_report_sections(workdir))
     return metrics
@@ -1131,7 +1174,7 @@ def sweep_runs(name: str) -> list[tuple[str, dict]]:
 def run_sweep(config, workdir, name: str) -> dict:
     """Runs :func:`sweep_runs` ``name`` into ``workdir/<run>/`` and writes ``workdir/sweep.html``
     (each run's result, loss curve and final losses on one page) and ``sweep.json``."""
-    from imsyn.image import write_json, write_text
+    from imsyn.image import write_image, write_json, write_text
     from imsyn.progress import Progress
 
     base = check_config(config)
@@ -1156,13 +1199,46 @@ def run_sweep(config, workdir, name: str) -> dict:
             f"<b>{html.escape(run_name)}</b><br>content {m['content_loss']:.4g}, "
             f"style {m['style_loss']:.4g}, {m['seconds']:.1f} s</figcaption></figure>"
         )
-    weights = {m["weights"] for m in results.values()}
+    weights = {f"{m['weights']} (normalization {m['vgg_normalization']})" for m in results.values()}
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>NST sweep "
         f"{html.escape(name)}</title></head><body style='font-family:sans-serif'>"
         f"<h1>NST ablation: {html.escape(name)}</h1><p>VGG-19 weights: "
         f"{html.escape(', '.join(sorted(weights)))}; {base['num_steps']} {base['optimizer']} "
-        f"steps at {base['size']} px.</p>{''.join(rows)}</body></html>\n"
+        f"steps at {base['size']} px. All results in one image: "
+        f"<a href='sweep.png'>sweep.png</a>.</p>{''.join(rows)}</body></html>\n"
     )
     write_text(workdir / "sweep.html", page)
+    write_image(workdir / "sweep.png", sweep_grid(workdir, list(results)))
     return results
+
+
+def sweep_grid(workdir, runs: Sequence[str], *, ncol: int | None = None) -> np.ndarray:
+    """The sweep's results side by side, each labelled with its run name.
+
+    Args:
+      workdir: a sweep's workdir (``<workdir>/<run>/result.png``).
+      runs: run names, in order.
+      ncol: tiles per row (default: all in one row up to 5, else ceil(sqrt(n))).
+
+    Returns:
+      ``float32[H', W', 3]`` in [0, 1]; tiles are resized to the first result's size.
+    """
+    from PIL import Image, ImageDraw
+
+    from imsyn.image import make_grid, read_float
+
+    tiles = []
+    for r in runs:
+        img = read_float(Path(workdir) / r / "result.png", mode="rgb")
+        if tiles and img.shape != tiles[0].shape:
+            img = resize(img, tiles[0].shape[:2])
+        tiles.append(img)
+    h, w = tiles[0].shape[:2]
+    labelled = []
+    for r, img in zip(runs, tiles, strict=True):
+        band = Image.new("RGB", (w, 14), "white")
+        ImageDraw.Draw(band).text((3, 1), r, fill="black")
+        labelled.append(np.concatenate([img, np.asarray(band, np.float32) / 255.0], axis=0))
+    n = len(labelled)
+    return make_grid(np.stack(labelled), ncol=ncol or (n if n <= 5 else None))

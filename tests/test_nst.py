@@ -1,4 +1,5 @@
-"""Neural style transfer: PyTorch parity of the losses and gradient, optimization, CLI, runs."""
+"""Neural style transfer: PyTorch parity of the losses and gradient (random and the real
+VGG-19), loss weights invariant to the weights file's scale, optimization, CLI, runs."""
 
 import dataclasses
 import json
@@ -17,7 +18,7 @@ from imsyn.image import write_image
 from imsyn.models import vgg
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_vgg import _rel, torch_features  # noqa: E402
+from test_vgg import _rel, real_weights, torch_features, torch_vgg19  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_losses_grams_and_gradient_match_pytorch(weights, content, style, rng):
     x = rng.uniform(0, 1, content.shape).astype(np.float32)
     cl, sl = ("conv_4",), nst.COURSE_STYLE_LAYERS + ("relu4_2",)
     cw, sw, tvw = 1.0, 1e6, 10.0
-    opts = nst.Options(content_layers=cl, style_layers=sl, tv_weight=tvw)
+    opts = nst.Options(content_layers=cl, style_layers=sl, style_weight=sw, tv_weight=tvw)
     _, static, params, targets, _, _ = nst.build_problem(
         weights, content, [style], None, None, opts
     )
@@ -234,6 +235,7 @@ def _stylize(capsys, *args):
 
 def test_stylize_cli_writes_image_and_json(tmp_path, capsys, photo, monkeypatch):
     monkeypatch.delenv("IMSYN_VGG19", raising=False)
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "cache"))  # nothing fetched
     c, s = tmp_path / "c.png", tmp_path / "s.jpg"
     write_image(c, photo[::8, ::10])
     write_image(s, nst.default_style(40))
@@ -245,7 +247,7 @@ def test_stylize_cli_writes_image_and_json(tmp_path, capsys, photo, monkeypatch)
     assert rc == 0, err
     assert "random features" in err
     meta = json.loads((tmp_path / "o.png.json").read_text())
-    assert meta["weights"] == "random"
+    assert meta["weights"] == "random" and meta["weights_normalization"] == "none"
     assert len(meta["content_loss"]) == len(meta["style_loss"]) == 4
     assert meta["options"]["steps"] == 3 and meta["style_blend"] == [1.0, 2.0]
     assert meta["size"] == [32, 26]
@@ -308,11 +310,17 @@ def test_config_validation_names_field():
 
 def test_train_sweep_and_evaluate(tmp_path, monkeypatch):
     monkeypatch.delenv("IMSYN_VGG19", raising=False)
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "cache"))  # nothing fetched
     cfg = _config(size=32, num_steps=3, sample_every=2, sweep="init")
     results = nst.train(cfg, tmp_path)
     assert set(results) == {"init_content", "init_noise"}
     page = (tmp_path / "sweep.html").read_text()
-    assert "init_noise/result.png" in page and "random" in page
+    assert "init_noise/result.png" in page and "random" in page and "sweep.png" in page
+    from imsyn.image import read_image
+
+    h, w = read_image(tmp_path / "init_noise" / "result.png").shape[:2]
+    grid = read_image(tmp_path / "sweep.png")  # both results side by side, labelled
+    assert grid.shape[1] > 2 * w and h < grid.shape[0] < 2 * h
     run = tmp_path / "init_noise"
     for name in ("config.json", "metrics.jsonl", "result.png", "result.json", "report.html"):
         assert (run / name).exists(), name
@@ -322,5 +330,141 @@ def test_train_sweep_and_evaluate(tmp_path, monkeypatch):
     assert len(lines) == 4 and "style_loss" in json.loads(lines[-1])
     saved = json.loads((run / "eval" / "metrics.json").read_text())
     m = nst.evaluate(_config(size=32, num_steps=3, init="noise"), run)
-    assert m["weights"] == "random"
+    assert m["weights"] == "random" and saved["vgg_normalization"] == "none"
     assert abs(m["style_loss"] / saved["style_loss"] - 1) < 0.05  # 8-bit rounding only
+
+
+def test_backtracking_recovers_when_projection_spoils_the_lbfgs_step():
+    """A clamped L-BFGS step whose descent lies only in pixels pushed out of [0, 1] used to
+    end the run ("converged"); now the memory is reset and the step retried from the gradient.
+    Toy problem: a weighted quadratic with targets outside the box, and a direction function
+    that spoils every step taken with memory once a pixel sits on a bound."""
+    static = nst._Static(
+        content_layers=(), style_layers=("conv_1",), mean=(0.0,) * 3, std=(1.0,) * 3,
+        pooling="max", remat=False, optimizer="lbfgs", clamp=True, lr=0.1, memory_size=5,
+        max_linesearch_steps=20, linesearch="backtracking",
+    )  # fmt: skip
+    t = jnp.asarray(np.linspace(-0.5, 1.5, 48, dtype=np.float32).reshape(1, 4, 4, 3))
+    w = jnp.asarray(np.geomspace(100, 1, 48, dtype=np.float32).reshape(1, 4, 4, 3))
+
+    def trial(x, d, g, eta, params, targets):
+        xn = jnp.clip(x + eta * d, 0.0, 1.0)
+        f, gn = jax.value_and_grad(lambda y: jnp.sum(w * (y - t) ** 2))(xn)
+        return xn, f, {"content_loss": f}, gn, jnp.vdot(g, xn - x)
+
+    lbfgs = nst.build_direction(static)
+
+    def direction(g, state, x):
+        d, state_, slope = lbfgs(g, state, x)
+        if int(state.count) > 0 and bool(jnp.any((x <= 0) | (x >= 1))):
+            bad = jnp.where(x >= 1, 10 * jnp.abs(g), jnp.where(x <= 0, -10 * jnp.abs(g), g))
+            return bad, state_, jnp.vdot(g, bad)  # descends only before the projection
+        return d, state_, slope
+
+    out = list(nst._iterate_backtracking(static, jnp.full_like(t, 0.5), None, None, 8,
+                                         fns=(trial, direction)))  # fmt: skip
+    losses_ = [float(m["loss"]) for m, _, _ in out]
+    assert len(out) == 9  # all 8 steps taken (it used to stop after the first)
+    assert all(b <= a for a, b in zip(losses_, losses_[1:], strict=False))
+    assert losses_[-1] < 0.5 * losses_[1]
+
+
+# ---------------------------------------------------------------- the real VGG-19
+
+
+def _real_torch_losses(ref, x, content, style, *, cl, sl, cw, sw, tvw):
+    """The course's NST loss on the real VGG-19 in plain torch.nn.functional (``ref``: the
+    converted file's raw arrays on Caffe input, each layer divided by torch's own scale)."""
+    torch = ref.torch
+    F = torch.nn.functional
+
+    def gram(f):
+        a, b, c, d = f.size()
+        f = f.reshape(a * b, c * d)
+        return f @ f.t() / (a * b * c * d)
+
+    with torch.no_grad():
+        ct = ref.taps(ref.nchw(content[None]), cl)
+        st = {k: gram(v) for k, v in ref.taps(ref.nchw(style[None]), sl).items()}
+    xt = ref.nchw(x[None]).requires_grad_(True)
+    f = ref.taps(xt, tuple(dict.fromkeys(cl + sl)))
+    c = sum(F.mse_loss(f[k], ct[k]) for k in cl)
+    s = sum(F.mse_loss(gram(f[k]), st[k]) for k in sl)
+    tv = torch.mean((xt[:, :, 1:] - xt[:, :, :-1]) ** 2) + torch.mean(
+        (xt[:, :, :, 1:] - xt[:, :, :, :-1]) ** 2
+    )
+    total = cw * c + sw * s + tvw * tv
+    total.backward()
+    grams = {k: gram(f[k]).detach().numpy() for k in sl}
+    return c.item(), s.item(), total.item(), grams, xt.grad.numpy()[0].transpose(1, 2, 0)
+
+
+def _losses_and_grad(weights, x, content, style, opts):
+    _, static, params, targets, _, _ = nst.build_problem(
+        weights, content, [style], None, None, opts
+    )
+
+    def f(x):
+        return nst.objective(x[None], params, targets, static=static)
+
+    (total, parts), g = jax.value_and_grad(f, has_aux=True)(jnp.asarray(x))
+    return float(parts["content_loss"]), float(parts["style_loss"]), float(total), np.asarray(g)
+
+
+def test_real_vgg19_losses_and_gradient_match_pytorch(pretrained, photo, rng):
+    pytest.importorskip("torch")
+    path = str(pretrained("vgg19"))
+    w, ref = real_weights(path), torch_vgg19(path)
+    content = nst.resize(photo, (64, 64))
+    style = nst.default_style(72)
+    x = np.clip(content + rng.normal(0, 0.1, content.shape), 0, 1).astype(np.float32)
+    cl, sl = ("conv_4",), nst.COURSE_STYLE_LAYERS + ("relu4_2",)
+    cw, sw, tvw = 1.0, nst.Options().style_weight, 10.0
+    opts = nst.Options(content_layers=cl, style_layers=sl, tv_weight=tvw)
+    c, s, total, g = _losses_and_grad(w, x, content, style, opts)
+    c_t, s_t, total_t, grams_t, g_t = _real_torch_losses(
+        ref, x, content, style, cl=cl, sl=sl, cw=cw, sw=sw, tvw=tvw
+    )
+    assert abs(c / c_t - 1) < 1e-4, (c, c_t)
+    assert abs(s / s_t - 1) < 1e-4, (s, s_t)
+    assert abs(total / total_t - 1) < 1e-4, (total, total_t)
+    assert _rel(g, g_t) < 1e-4, _rel(g, g_t)
+    feats = vgg.features(w.params, jnp.asarray(x)[None], layers=sl, mean=w.mean, std=w.std)
+    for k in sl:
+        assert _rel(losses.gram_matrix(feats[k])[0], grams_t[k]) < 1e-4, k
+
+
+def test_loss_weights_invariant_to_rescaled_weights_file(pretrained, photo):
+    """conv1 x10 (kernel and bias), conv2's kernel x0.1: the same network from conv2 on, but
+    conv_1's raw features are 10x larger, its raw content loss 100x, its style loss 1e4x.
+    Normalized, every loss and the image gradient are unchanged."""
+    raw = vgg.load_weights(pretrained("vgg19"), normalize=False, quiet=True)
+    ks, bs = list(raw.kernels), list(raw.biases)
+    ks[0], bs[0], ks[1] = ks[0] * 10, bs[0] * 10, ks[1] * 0.1
+    scaled = raw._replace(kernels=tuple(ks), biases=tuple(bs), scales=None)
+    content = nst.resize(photo, (40, 40))
+    style = nst.default_style(40)
+    x = nst.resize(photo[100:300, 150:350], (40, 40))
+    opts = nst.Options(style_layers=("conv_1", "conv_3"), content_layers=("conv_1",))
+    c1, s1, _, _ = _losses_and_grad(raw, x, content, style, opts)
+    c2, s2, _, _ = _losses_and_grad(scaled, x, content, style, opts)
+    assert c2 / c1 == pytest.approx(100, rel=1e-3) and s2 / s1 > 10  # conv_1's part: 1e4x
+    a = _losses_and_grad(vgg.normalize(raw), x, content, style, opts)
+    b = _losses_and_grad(vgg.normalize(scaled), x, content, style, opts)  # scales measured
+    for u, v in zip(a[:3], b[:3], strict=True):
+        assert abs(v / u - 1) < 1e-4, (u, v)
+    assert _rel(b[3], a[3]) < 1e-4
+
+
+def test_stylize_cli_records_real_weights(tmp_path, capsys, photo, pretrained):
+    c = tmp_path / "c.png"
+    write_image(c, photo[::16, ::16])
+    out = tmp_path / "o.jpg"
+    rc, err = _stylize(
+        capsys, c, c, "--out", out, "--steps", 2, "--weights", pretrained("vgg19"), "--quiet"
+    )
+    assert rc == 0, err
+    meta = json.loads((tmp_path / "o.jpg.json").read_text())
+    assert meta["weights"] == "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    assert meta["weights_normalization"] == "mean-activation-1"
+    assert meta["options"]["style_weight"] == 1e5

@@ -1,5 +1,7 @@
-"""VGG-19 features: layer names, PyTorch parity, weight import (torchvision, Keras)."""
+"""VGG-19 features: layer names, PyTorch parity, weight import (torchvision, Keras),
+normalization (real VGG-19 against a plain PyTorch one), default weights order."""
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -164,8 +166,8 @@ def test_torchvision_pth_convert_and_features(tmp_path, images):
     out = tmp_path / "vgg19.npz"
     p = _cli("convert-weights", pth, "--out", out)
     assert p.returncode == 0, p.stderr
-    loaded = vgg.load_weights(out)
-    assert loaded.source == pth.name
+    loaded = vgg.read_weights(out)  # the raw network (load_weights normalizes it)
+    assert loaded.source == pth.name and loaded.scales is not None and not loaded.normalized
     assert loaded.mean == vgg.IMAGENET_MEAN and loaded.std == vgg.IMAGENET_STD
     _compare(loaded, w, images[:1], ("conv_1", "relu_7", "conv5_1"))
     # the same file read directly (torch installed) gives the same arrays
@@ -276,14 +278,194 @@ def test_convert_weights_cli_bad_input_exit_2(tmp_path):
     assert not out.exists()
 
 
-def test_random_mode_is_explicit(monkeypatch, capsys):
+def test_random_mode_is_explicit(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("IMSYN_VGG19", raising=False)
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path))  # nothing fetched
     w = vgg.load_weights()
-    assert w.source == "random"
-    assert "random features" in capsys.readouterr().err
+    assert w.source == "random" and w.normalization == "none"
+    err = capsys.readouterr().err
+    assert "random features" in err and "weights fetch vgg19" in err
     w2 = vgg.load_weights(quiet=True)
     np.testing.assert_array_equal(w.kernels[3], w2.kernels[3])  # fixed seed
     # He init keeps activations O(1) deep into the network
     x = jnp.full((1, 32, 32, 3), 0.5) + 0.1 * jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
     f = vgg.features(w.params, x, layers=("relu_1", "relu5_1"))
     assert 0.01 < float(jnp.std(f["relu5_1"])) < 100
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def _small_weights(seed, **kw):
+    """Random weights saved with unit scales (loading them measures nothing)."""
+    w = vgg.random_weights(seed)
+    return w._replace(scales=(1.0,) * 16, source=f"seed{seed}.h5", **kw)
+
+
+def test_default_weights_order(tmp_path, monkeypatch, capsys):
+    from imsyn import weights as registry
+
+    files = {}
+    for seed, name in ((1, "explicit"), (2, "env"), (3, "cache")):
+        files[name] = vgg.save_weights(_small_weights(seed), tmp_path / f"{name}.npz")
+    monkeypatch.setenv("IMSYN_VGG19", str(files["env"]))
+    monkeypatch.setattr(registry, "cached", lambda n: files["cache"] if n == "vgg19" else None)
+    assert vgg.load_weights(files["explicit"]).source == "seed1.h5"
+    assert vgg.load_weights().source == "seed2.h5"
+    monkeypatch.delenv("IMSYN_VGG19")
+    w = vgg.load_weights()
+    assert w.source == "seed3.h5" and w.normalization == "mean-activation-1"
+    assert capsys.readouterr().err == ""  # scales stored: nothing measured, no note
+    monkeypatch.setattr(registry, "cached", lambda n: None)
+    assert vgg.load_weights(quiet=True).source == "random"
+    # a checkout without imsyn/weights.py still works (the import is guarded)
+    monkeypatch.setattr(registry, "cached", lambda n: files["cache"])
+    import imsyn
+
+    monkeypatch.delattr(imsyn, "weights")
+    monkeypatch.setitem(sys.modules, "imsyn.weights", None)
+    assert vgg.load_weights(quiet=True).source == "random"
+
+
+def test_normalization_invariant_to_per_layer_rescaling(rng):
+    """conv1 x10 (kernel and bias) and conv2's kernel x0.1 is the same function from conv2
+    on; raw conv1 features change 10x, the normalized network does not change at all."""
+    w = vgg.random_weights(seed=7)
+    ks, bs = list(w.kernels), list(w.biases)
+    bs[0] = bs[0] + 0.05  # non-zero biases, so that the bias has to be scaled too
+    w = w._replace(biases=tuple(bs))
+    ks[0], bs[0], ks[1] = ks[0] * 10, bs[0] * 10, ks[1] * 0.1
+    w2 = w._replace(kernels=tuple(ks), biases=tuple(bs))
+    ref = rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    x = jnp.asarray(rng.uniform(0, 1, (1, 24, 28, 3)).astype(np.float32))
+    layers = ("conv_1", "relu_1", "conv_2", "pool_1", "relu_5", "conv5_1")
+    raw1 = vgg.features(w.params, x, layers=layers)
+    raw2 = vgg.features(w2.params, x, layers=layers)
+    assert _rel(raw2["conv_1"], 10 * raw1["conv_1"]) < 1e-6
+    assert _rel(raw2["conv_2"], raw1["conv_2"]) < 1e-5
+    n1 = vgg.normalize(w, vgg.activation_means(w, ref))
+    n2 = vgg.normalize(w2, vgg.activation_means(w2, ref))
+    assert n2.scales[0] == pytest.approx(10 * n1.scales[0], rel=1e-5)
+    assert n2.scales[1:] == pytest.approx(n1.scales[1:], rel=1e-5)
+    f1 = vgg.features(n1.params, x, layers=layers)
+    f2 = vgg.features(n2.params, x, layers=layers)
+    for k in layers:
+        assert _rel(f2[k], f1[k]) < 1e-5, k
+    assert vgg.activation_means(n1, ref) == pytest.approx((1.0,) * 16, rel=1e-4)
+    back = vgg.denormalize(n1)
+    for a, b in zip(back.kernels, w.kernels, strict=True):
+        assert _rel(a, b) < 1e-6
+
+
+def test_scales_stored_and_old_files_load(tmp_path, capsys):
+    w = vgg.random_weights(seed=5)
+    h5 = tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    _write_keras_h5(h5, w)
+    new = vgg.convert_weights(h5, tmp_path / "new.npz")
+    with np.load(new) as z:
+        assert z["scales"].shape == (16,) and "grace_hopper.jpg" in str(z["scales_set"])
+    a = vgg.load_weights(new)
+    assert a.normalized and capsys.readouterr().err == ""
+    assert vgg.activation_means(a) == pytest.approx((1.0,) * 16, rel=1e-4)
+    # a file converted by an older imsyn (no scales): measured at load time, with a note
+    old = vgg.save_weights(vgg.read_weights(new)._replace(scales=None), tmp_path / "old.npz")
+    with np.load(old) as z:
+        assert "scales" not in z.files
+    b = vgg.load_weights(old)
+    assert "no normalization scales" in capsys.readouterr().err
+    for x, y in zip(a.kernels + a.biases, b.kernels + b.biases, strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-12)
+    raw = vgg.load_weights(old, normalize=False)
+    assert not raw.normalized and raw.normalization == "none"
+    np.testing.assert_array_equal(raw.kernels[3], vgg.read_weights(new).kernels[3])
+    # normalized weights saved and read back stay normalized (not rescaled twice)
+    c = vgg.load_weights(vgg.save_weights(a, tmp_path / "n.npz"))
+    np.testing.assert_array_equal(c.kernels[9], a.kernels[9])
+    bad = dict(np.load(new))
+    bad["scales"] = np.zeros(16)
+    np.savez(tmp_path / "bad.npz", **bad)
+    with pytest.raises(InputError, match="scales"):
+        vgg.load_weights(tmp_path / "bad.npz")
+
+
+# ---------------------------------------------------------------- the real VGG-19
+
+
+@functools.lru_cache(maxsize=2)
+def real_weights(path: str) -> vgg.VGGWeights:
+    """The fetched VGG-19, normalized by imsyn (loaded once per test session)."""
+    return vgg.load_weights(path, quiet=True)
+
+
+class TorchVGG19:
+    """The converted file's raw arrays (read with numpy, not imsyn) in plain
+    ``torch.nn.functional``, on the Keras/Caffe input (BGR, 0..255, mean subtracted), with
+    its own normalization scales: each layer's mean ReLU activation on the reference set."""
+
+    def __init__(self, npz_path):
+        torch = pytest.importorskip("torch")
+        self.torch, self.F = torch, torch.nn.functional
+        with np.load(npz_path) as z:
+            assert "normalized" not in z.files or not bool(z["normalized"])  # raw arrays
+            self.k = [
+                torch.from_numpy(z[f"{n}/kernel"].transpose(3, 2, 0, 1).copy())
+                for n in vgg.CONV_NAMES
+            ]
+            self.b = [torch.from_numpy(z[f"{n}/bias"].copy()) for n in vgg.CONV_NAMES]
+        self.k[0] = self.k[0].flip(1)  # the converter flipped conv1 to RGB; Keras has BGR
+        self.caffe = torch.tensor(vgg.CAFFE_MEAN_BGR, dtype=torch.float32).view(1, 3, 1, 1)
+        self.scales = [1.0] * 16
+        with torch.no_grad():
+            x = self.nchw(vgg.reference_images())
+            taps = self.taps(x, [f"relu_{i}" for i in range(1, 17)], normalized=False)
+            self.scales = [float(taps[f"relu_{i}"].mean()) for i in range(1, 17)]
+
+    def nchw(self, a):
+        return self.torch.from_numpy(
+            np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2))
+        )
+
+    def taps(self, x_rgb01, layers, *, normalized=True):
+        """``{name: NCHW activation}`` of ``x`` (NCHW RGB in [0, 1]), raw or normalized."""
+        F = self.F
+        h = x_rgb01.flip(1) * 255.0 - self.caffe
+        want = {vgg.LAYER_INDEX[n]: n for n in layers}
+        out, pos, k = {}, 0, -1
+        for c in vgg.CFG:
+            if c == "M":
+                ops = [lambda t: F.max_pool2d(t, 2, 2)]
+            else:
+                k += 1
+                ops = [lambda t, k=k: F.conv2d(t, self.k[k], self.b[k], padding=1), F.relu]
+            for op in ops:
+                h = op(h)
+                if pos in want:
+                    out[want[pos]] = h / self.scales[k] if normalized else h
+                pos += 1
+            if pos > max(want):
+                return out
+        return out
+
+
+@functools.lru_cache(maxsize=2)
+def torch_vgg19(path: str) -> TorchVGG19:
+    return TorchVGG19(path)
+
+
+def test_real_vgg19_normalized_features_match_pytorch(pretrained, rng):
+    pytest.importorskip("torch")
+    path = str(pretrained("vgg19"))
+    w = real_weights(path)
+    ref = torch_vgg19(path)
+    assert w.source == "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5" and w.normalized
+    # the scales: imsyn's (stored or measured) == PyTorch's measurement on the same images
+    np.testing.assert_allclose(w.scales, ref.scales, rtol=1e-4)
+    assert 20 < w.scales[0] < 40 and w.scales[8] > 300  # Caffe-scale raw features (0..255 in)
+    x = rng.uniform(0, 1, (1, 40, 52, 3)).astype(np.float32)
+    layers = ("conv_1", "relu1_2", "pool_1", "conv_4", "relu_9", "pool4", "conv5_1", "relu_16")
+    feats = vgg.features(w.params, jnp.asarray(x), layers=layers, mean=w.mean, std=w.std)
+    with ref.torch.no_grad():
+        out = ref.taps(ref.nchw(x), layers)
+    for k in layers:
+        r = out[k].numpy().transpose(0, 2, 3, 1)
+        assert _rel(feats[k], r) < 1e-4, (k, _rel(feats[k], r))

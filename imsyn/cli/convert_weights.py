@@ -2,7 +2,9 @@
 
 Converts torchvision (``vgg19-*.pth``, ``.safetensors``) or Keras
 (``vgg19_weights_tf_dim_ordering_tf_kernels(_notop).h5``) VGG-19 weights into an
-imsyn ``.npz`` weights file, which later runs load with numpy alone.
+imsyn ``.npz`` weights file, which later runs load with numpy alone. The file
+also holds each conv layer's mean activation on the reference set (the
+normalization scales, see :mod:`imsyn.models.vgg`).
 """
 
 from __future__ import annotations
@@ -31,5 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".npz":
         raise InputError(f"{out}: the output must be an .npz file")
     vgg.convert_weights(args.input, out, fmt=args.format)
-    print(f"wrote {out} (VGG-19, 16 conv layers, from {Path(args.input).name})")
+    print(
+        f"wrote {out} (VGG-19, 16 conv layers, from {Path(args.input).name}, with the "
+        f"normalization scales measured on {vgg.REFERENCE_FILE})"
+    )
     return 0

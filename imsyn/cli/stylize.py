@@ -1,9 +1,10 @@
 """``python -m imsyn stylize CONTENT STYLE [STYLE ...] --out O [options]``.
 
 Neural style transfer (Gatys et al.) on VGG-19. Writes the result ``O`` and
-``O.json`` beside it: the settings, the VGG weights used (a path or
-``"random"``), and per-step ``content_loss``, ``style_loss``, ``tv_loss`` and
-``loss`` lists (entry ``t`` = the image after ``t`` steps).
+``O.json`` beside it: the settings, the VGG weights used (a file name or
+``"random"``) and their normalization, and per-step ``content_loss``,
+``style_loss``, ``tv_loss`` and ``loss`` lists (entry ``t`` = the image after
+``t`` steps).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="VGG-19 weights (imsyn .npz, torchvision .pth/.safetensors, Keras .h5); "
-        "default $IMSYN_VGG19, else random features (a warning)",
+        help="VGG-19 weights (imsyn .npz, torchvision .pth/.safetensors, Keras .h5); default "
+        "$IMSYN_VGG19, else the fetched vgg19 (`imsyn weights fetch vgg19`), else random "
+        "features (a warning)",
     )
     parser.add_argument("--optimizer", choices=nst.OPTIMIZERS, default=d.optimizer)
     parser.add_argument("--init", choices=nst.INITS, default=d.init)
@@ -48,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=_floats, default=d.lr, help="Adam learning rate")
     parser.add_argument("--content-weight", type=_floats, default=d.content_weight)
-    parser.add_argument("--style-weight", type=_floats, default=d.style_weight)
+    parser.add_argument(
+        "--style-weight",
+        type=_floats,
+        default=d.style_weight,
+        help=f"({d.style_weight:g}) useful range 1e4..1e6 at content weight 1 (any weights file: "
+        "the network is normalized to mean activation 1 per layer)",
+    )
     parser.add_argument("--tv-weight", type=_floats, default=d.tv_weight, help="0 = off")
     parser.add_argument(
         "--content-layers", default=",".join(d.content_layers), help="comma-separated"
@@ -140,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "original_colors": args.original_colors,
         "options": dataclasses.asdict(options),
         "weights": weights.source,
+        "weights_normalization": weights.normalization,
         "evaluations": res.evaluations,
         "seconds": round(res.seconds, 3),
         "content_loss": res.content_loss.tolist(),
@@ -156,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(
         f"wrote {out} ({res.image.shape[1]}x{res.image.shape[0]}, {options.steps} steps, "
-        f"style {res.style_loss[0]:.4g} -> {res.style_loss[-1]:.4g}, weights: {weights.source})",
+        f"style {res.style_loss[0]:.4g} -> {res.style_loss[-1]:.4g}, weights: {weights.source}, "
+        f"{res.seconds:.1f} s)",
         file=sys.stderr,
     )
     return 0

@@ -12,7 +12,10 @@ Layer names (both spellings address the same tap):
 * the paper's: ``conv1_1`` … ``conv5_4``, ``relu1_1`` … ``relu5_4``,
   ``pool1`` … ``pool5``. ``conv_4`` is ``conv2_2``; ``conv_5`` is ``conv3_1``.
 
-Weights. Nothing is downloaded. :func:`load_weights` reads
+Weights. Nothing is downloaded here. :func:`load_weights` takes, in this order,
+an explicit path, ``$IMSYN_VGG19``, the network fetched into the cache by
+``python -m imsyn weights fetch vgg19`` (:func:`imsyn.weights.cached`), and
+otherwise the explicit random-feature mode. :func:`read_weights` reads
 
 * an imsyn weights file (``.npz`` written by :func:`convert_weights` /
   ``python -m imsyn convert-weights``; loading it needs only numpy),
@@ -21,11 +24,34 @@ Weights. Nothing is downloaded. :func:`load_weights` reads
 * torchvision's ``vgg19-*.pth`` (needs ``torch``, imported lazily; convert it
   once with ``convert-weights`` so later runs do not).
 
-Without a path (argument, config or ``$IMSYN_VGG19``) the explicit random-feature
-mode is used: He-normal kernels from a fixed seed, zero biases, ImageNet
-normalization, ``source == "random"``, and a warning on stderr. Random VGG
-features still give textures and a recognisable stylization (Ustyuzhaninov et
-al., 2017) but much weaker than trained features; outputs record ``"random"``.
+Normalization (after Gatys et al., 2016, who scaled each filter; here each
+layer). Weights files of the same architecture differ wildly in feature scale
+(the Keras/Caffe weights see 0…255 input: their mean ReLU activations run from 1
+to 610 across the layers; torchvision's see input divided by the ImageNet std,
+features tens of times smaller), and the NST losses scale with the features
+squared (content) and to the fourth power (style), so a style weight would mean
+something else for every file. :func:`load_weights` therefore returns every
+file's network rescaled so that the mean ReLU activation of each of the 16
+convolution layers over a fixed reference set (:func:`reference_images`:
+matplotlib's ``grace_hopper.jpg``, shipped with a runtime dependency) is 1.
+The rescaling is folded into the arrays (:func:`normalize`: layer ``k``'s
+kernel times ``s[k-1] / s[k]``, its bias divided by ``s[k]``), so
+:func:`features` and every caller are unchanged; the network computes exactly
+the raw activations of layer ``k`` divided by ``s[k]``, which makes it
+invariant to any per-layer rescaling of the file. :func:`convert_weights`
+stores the scales ``s`` (the raw network's mean activations) in the ``.npz``; a
+file without them (converted by an older imsyn, or a ``.h5``/``.pth`` read
+directly) gets them measured at load time (about 2 s on a CPU; a note on
+stderr). ``load_weights(..., normalize=False)`` gives the raw network.
+
+Without any weights the explicit random-feature mode is used: He-normal kernels
+from a fixed seed, zero biases, ImageNet normalization, ``source == "random"``,
+and a warning on stderr. It is not rescaled: He initialisation already keeps the
+mean activation of every layer between 0.77 and 1.10 on the reference set (0.59
+to 0.91 on the photos and paintings of ``../shared/data/nst``), so loss weights
+mean about the same for it as for a normalized file. Random VGG features still
+give textures and a recognisable stylization (Ustyuzhaninov et al., 2017) but
+much weaker than trained features.
 
 Keras weights were trained on Caffe-style input (BGR, 0…255, mean subtracted,
 no scaling); the converter flips the first convolution's input channels to RGB
@@ -35,8 +61,10 @@ and records ``mean = caffe_mean / 255``, ``std = 1 / 255``, which is exact.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -69,6 +97,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 FORMAT_TAG = "imsyn-vgg19-v1"
+NORMALIZATION = "mean-activation-1"  # recorded in outputs (VGGWeights.normalization)
+REFERENCE_FILE = "grace_hopper.jpg"  # matplotlib's sample data (a runtime dependency)
+REFERENCE_SIZE = 224
+REFERENCE_SET = (
+    f"matplotlib sample_data/{REFERENCE_FILE} (512x600): the central 512x512 square and its "
+    f"four 256x256 quadrants, each resized to {REFERENCE_SIZE}x{REFERENCE_SIZE} (Lanczos)"
+)
 
 
 def _build_ops() -> tuple[list[tuple[str, int]], dict[str, int]]:
@@ -132,6 +167,9 @@ class VGGWeights(NamedTuple):
       mean: per-channel input mean (RGB, [0, 1] units).
       std: per-channel input std (RGB, [0, 1] units).
       source: the file the weights came from, or ``"random"``.
+      scales: 16 floats, the mean ReLU activation of each convolution layer of the
+        file's raw network over :func:`reference_images`, or None (not known).
+      normalized: the arrays are already divided by ``scales`` (:func:`normalize`).
     """
 
     kernels: tuple
@@ -139,6 +177,13 @@ class VGGWeights(NamedTuple):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     source: str
+    scales: tuple[float, ...] | None = None
+    normalized: bool = False
+
+    @property
+    def normalization(self) -> str:
+        """How the features are scaled, for outputs: ``"mean-activation-1"`` or ``"none"``."""
+        return NORMALIZATION if self.normalized else "none"
 
     @property
     def params(self) -> dict:
@@ -291,12 +336,23 @@ def _read_npz(path: Path) -> VGGWeights:
         biases.append(data[f"{name}/bias"].astype(np.float32))
     _check_arrays(kernels, biases, layout="imsyn", names=CONV_NAMES, path=path)
     source = str(data.get("source", path))
+    scales = None
+    if "scales" in data:
+        sc = np.asarray(data["scales"], np.float64)
+        if sc.shape != (16,) or not np.all(np.isfinite(sc)) or np.any(sc <= 0):
+            raise InputError(
+                f"{path}: imsyn layout: 'scales' must be 16 positive numbers (mean activation "
+                f"of each conv layer), got shape {sc.shape}; convert the weights again"
+            )
+        scales = tuple(float(v) for v in sc)
     return VGGWeights(
         tuple(kernels),
         tuple(biases),
         tuple(float(v) for v in data["mean"]),
         tuple(float(v) for v in data["std"]),
         source,
+        scales=scales,
+        normalized=bool(data["normalized"]) if "normalized" in data else False,
     )
 
 
@@ -371,12 +427,22 @@ def read_weights(path: str | os.PathLike, *, fmt: str = "auto") -> VGGWeights:
 
 
 def save_weights(weights: VGGWeights, path: str | os.PathLike) -> Path:
-    """Writes an imsyn ``.npz`` weights file atomically (loading it needs only numpy)."""
+    """Writes an imsyn ``.npz`` weights file atomically (loading it needs only numpy).
+
+    The file holds ``conv1_1/kernel`` … ``conv5_4/bias`` as given, the input
+    ``mean``/``std``, ``source``, and when known the normalization ``scales``
+    (with ``scales_set``, the reference set they were measured on) and whether
+    the arrays are already ``normalized``.
+    """
     from imsyn.image import atomic_path
 
     arrays = {"format": np.array(FORMAT_TAG), "source": np.array(weights.source)}
     arrays["mean"] = np.asarray(weights.mean, np.float64)
     arrays["std"] = np.asarray(weights.std, np.float64)
+    if weights.scales is not None:
+        arrays["scales"] = np.asarray(weights.scales, np.float64)
+        arrays["scales_set"] = np.array(REFERENCE_SET)
+        arrays["normalized"] = np.array(bool(weights.normalized))
     for name, k, b in zip(CONV_NAMES, weights.kernels, weights.biases, strict=True):
         arrays[f"{name}/kernel"] = np.asarray(k, np.float32)
         arrays[f"{name}/bias"] = np.asarray(b, np.float32)
@@ -387,27 +453,192 @@ def save_weights(weights: VGGWeights, path: str | os.PathLike) -> Path:
 
 
 def convert_weights(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: str = "auto") -> Path:
-    """Converts torchvision/Keras VGG-19 weights into an imsyn ``.npz`` file."""
+    """Converts torchvision/Keras VGG-19 weights into an imsyn ``.npz`` file.
+
+    The raw arrays are stored together with their normalization scales
+    (:func:`activation_means` over :func:`reference_images`), so that loading the
+    file later needs neither the reference images nor any computation.
+    """
     w = read_weights(src, fmt=fmt)
+    if w.scales is None:
+        w = w._replace(scales=activation_means(w))
     return save_weights(w._replace(source=str(Path(src).name)), dst)
 
 
-def load_weights(path: str | os.PathLike | None = None, *, quiet: bool = False) -> VGGWeights:
-    """The weights to use: ``path``, else ``$IMSYN_VGG19``, else the random-feature mode.
+# ---------------------------------------------------------------- normalization
 
-    The random mode prints a warning on stderr (unless ``quiet``) and is recorded
-    as ``source == "random"``.
+
+def reference_images() -> np.ndarray:
+    """The normalization set (:data:`REFERENCE_SET`), ``float32[5, 224, 224, 3]`` in [0, 1].
+
+    Built from matplotlib's ``grace_hopper.jpg`` (matplotlib is a runtime
+    dependency, so every install has it; no download).
+
+    Raises:
+      InputError: the file is missing from the matplotlib install.
     """
-    path = path or os.environ.get("IMSYN_VGG19") or None
-    if path:
-        return read_weights(path)
-    if not quiet:
-        print(
-            "imsyn: warning: no VGG-19 weights given (--weights / config.weights / $IMSYN_VGG19); "
-            "using random features (fixed seed): expect weak textures, not real style transfer",
-            file=sys.stderr,
+    import matplotlib
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path(), "sample_data", REFERENCE_FILE)
+    if not path.is_file():
+        raise InputError(
+            f"{path}: matplotlib's sample image is missing; it is the VGG-19 normalization "
+            "set (reinstall matplotlib, or load weights converted with their scales)"
         )
-    return random_weights()
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        side = min(w, h)
+        x0, y0 = (w - side) // 2, (h - side) // 2
+        half = side // 2
+        boxes = [(x0, y0, x0 + side, y0 + side)] + [
+            (x0 + i * half, y0 + j * half, x0 + (i + 1) * half, y0 + (j + 1) * half)
+            for j in (0, 1)
+            for i in (0, 1)
+        ]
+        size = (REFERENCE_SIZE, REFERENCE_SIZE)
+        tiles = [np.asarray(im.resize(size, Image.LANCZOS, box=b)) for b in boxes]
+    return np.stack(tiles).astype(np.float32) / 255.0
+
+
+RELU_LAYERS = tuple(f"relu_{k}" for k in range(1, 17))
+
+
+def activation_means(weights: VGGWeights, images: np.ndarray | None = None) -> tuple[float, ...]:
+    """Mean ReLU activation of each of the 16 conv layers (over images, positions, channels).
+
+    Args:
+      weights: the network to measure (as its arrays are: raw, or normalized).
+      images: ``float32[N, H, W, 3]`` in [0, 1] (default :func:`reference_images`).
+
+    Returns:
+      16 positive floats (a layer whose mean is 0, i.e. dead on the set, gets 1).
+    """
+    x = reference_images() if images is None else np.asarray(images, np.float32)
+    params = jax.tree.map(jnp.asarray, weights.params)
+    fn = jax.jit(
+        lambda p, x: {
+            k: jnp.mean(v, dtype=jnp.float32)
+            for k, v in features(
+                p, x, layers=RELU_LAYERS, mean=weights.mean, std=weights.std
+            ).items()
+        }
+    )
+    # one image at a time keeps the memory at one 224x224 forward pass
+    sums = np.zeros(16, np.float64)
+    for i in range(len(x)):
+        out = jax.device_get(fn(params, jnp.asarray(x[i : i + 1])))
+        sums += np.array([float(out[k]) for k in RELU_LAYERS], np.float64)
+    means = sums / len(x)
+    return tuple(float(m) if m > 0 and math.isfinite(m) else 1.0 for m in means)
+
+
+def _fold(kernels, biases, scales, *, inverse: bool = False):
+    ks, bs, prev = [], [], 1.0
+    for k, b, s in zip(kernels, biases, scales, strict=True):
+        f_in, f_out = (1.0 / prev, 1.0 / s) if inverse else (prev, s)
+        ks.append((np.asarray(k, np.float64) * (f_in / f_out)).astype(np.float32))
+        bs.append((np.asarray(b, np.float64) / f_out).astype(np.float32))
+        prev = s
+    return tuple(ks), tuple(bs)
+
+
+def normalize(weights: VGGWeights, scales: Sequence[float] | None = None) -> VGGWeights:
+    """The network with each conv layer's output divided by its scale (folded into the arrays).
+
+    Layer ``k``'s kernel is multiplied by ``s[k-1] / s[k]`` (``s[0-1] = 1``) and its
+    bias divided by ``s[k]``; ReLU and pooling commute with positive scaling, so
+    every activation of layer ``k`` (conv, relu, pool) becomes the raw one divided
+    by ``s[k]``. With the default scales (the raw network's mean activations on
+    :func:`reference_images`) every layer's mean activation on that set is 1.
+
+    Args:
+      weights: raw weights (already normalized ones are returned as they are).
+      scales: 16 positive numbers (default: ``weights.scales``, else measured).
+    """
+    if weights.normalized:
+        return weights
+    if scales is None:
+        scales = weights.scales if weights.scales is not None else activation_means(weights)
+    s = tuple(float(v) for v in scales)
+    if len(s) != 16 or not all(math.isfinite(v) and v > 0 for v in s):
+        raise InputError(f"scales must be 16 positive numbers, got {s}")
+    kernels, biases = _fold(weights.kernels, weights.biases, s)
+    return weights._replace(kernels=kernels, biases=biases, scales=s, normalized=True)
+
+
+def denormalize(weights: VGGWeights) -> VGGWeights:
+    """The raw network back from :func:`normalize`'s output (identity for raw weights)."""
+    if not weights.normalized:
+        return weights
+    kernels, biases = _fold(weights.kernels, weights.biases, weights.scales, inverse=True)
+    return weights._replace(kernels=kernels, biases=biases, normalized=False)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _fetched() -> Path | None:
+    """The VGG-19 fetched into the cache (``imsyn.weights.cached``), if any."""
+    try:
+        from imsyn import weights as registry
+
+        cached = registry.cached
+    except (ImportError, AttributeError):  # a checkout without the registry
+        return None
+    return cached("vgg19")
+
+
+def load_weights(
+    path: str | os.PathLike | None = None, *, quiet: bool = False, normalize: bool = True
+) -> VGGWeights:
+    """The weights to use, normalized (see the module docstring).
+
+    Order: ``path``; else ``$IMSYN_VGG19``; else the fetched network
+    (``python -m imsyn weights fetch vgg19``); else the random-feature mode, which
+    prints a warning on stderr (unless ``quiet``) and is recorded as
+    ``source == "random"`` (it is never rescaled).
+
+    Args:
+      path: a weights file (any format of :func:`read_weights`).
+      quiet: no warning/note on stderr.
+      normalize: rescale each layer to mean activation 1 (:func:`normalize`);
+        ``False`` gives the file's raw network.
+
+    Raises:
+      InputError: a missing or corrupt file.
+    """
+    path = path or os.environ.get("IMSYN_VGG19") or _fetched() or None
+    if not path:
+        if not quiet:
+            print(
+                "imsyn: warning: no VGG-19 weights given (--weights / config.weights / "
+                "$IMSYN_VGG19) or fetched (`python -m imsyn weights fetch vgg19`); using random "
+                "features (fixed seed): expect weak textures, not real style transfer",
+                file=sys.stderr,
+            )
+        return random_weights()
+    w = read_weights(path)
+    if normalize and not w.normalized:
+        if w.scales is None:
+            t0 = time.perf_counter()
+            w = w._replace(scales=activation_means(w))
+            if not quiet:
+                hint = (
+                    "convert it once with `python -m imsyn convert-weights` (or "
+                    "`python -m imsyn weights fetch vgg19 --force`) to store them"
+                )
+                print(
+                    f"imsyn: note: {Path(path).name} has no normalization scales; measured them "
+                    f"on the reference set in {time.perf_counter() - t0:.1f} s; {hint}",
+                    file=sys.stderr,
+                )
+        w = _normalize(w)
+    return w
+
+
+_normalize = normalize  # load_weights' keyword shadows the function
 
 
 # ---------------------------------------------------------------- forward
