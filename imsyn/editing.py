@@ -16,9 +16,18 @@ layer) and ``w+`` (one ``w`` per modulated layer).
   image at a time up to float round-off.
 * :func:`interpolate`: frames between two latents (linear, or spherical for z).
 * :func:`draw`: scribble-to-image — :func:`project` with a mask, starting from
-  the mean latent, so that inside the mask the image follows a colour sketch.
-* :func:`train` / :func:`evaluate`: the ``task="editing"`` experiment of
-  ``train.py``/``eval.py`` (``configs/editing.py``).
+  the mean latent, so that inside the mask the image follows a colour sketch
+  (:func:`demo_sketch`: a built-in one).
+* :func:`render_frames`, :func:`as_frames`, :func:`write_gif`: images and animations
+  of latents.
+
+The library knows nothing of configs, checkpoints or workdirs: the ``task="editing"``
+experiment of ``train.py``/``eval.py`` and ``python -m imsyn edit`` (restore a GAN run,
+load targets and sketches, write outputs and the report) is :mod:`imsyn.tasks.editing`.
+
+Numeric knobs follow :data:`RULES` (the same rules check the experiment's config and the
+CLI's options): a bad value is one :class:`~imsyn.errors.ConfigError` line,
+``steps must be an integer in [1, 1000000], got 0``.
 
 Latent shapes: ``z: [N, z_dim]``, ``w: [N, w_dim]``, ``w+: [N, num_ws, w_dim]``.
 """
@@ -26,7 +35,7 @@ Latent shapes: ``z: [N, z_dim]``, ``w: [N, w_dim]``, ``w+: [N, num_ws, w_dim]``.
 from __future__ import annotations
 
 import functools
-import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -36,13 +45,57 @@ import numpy as np
 import optax
 from flax import nnx
 
+from imsyn import gan, validate
 from imsyn.errors import ConfigError, InputError
 
 SPACES = ("z", "w", "w+")
 OPTIMIZERS = ("lbfgs", "adam")
 PIXEL_LOSSES = ("l1", "l2")
+INITS = ("mean", "random")
+INTERPOLATIONS = ("linear", "slerp")
 #: VGG-19 layers of the default perceptual loss (the paper's names).
 DEFAULT_LAYERS = ("conv1_2", "conv2_2", "conv3_4")
+
+#: upper bounds that keep a run finite and its arrays in memory (the loss history holds
+#: steps + 1 values per image; every frame is rendered at once)
+MAX_STEPS = 1_000_000
+MAX_FRAMES = 1_000
+#: loss weights beyond this overflow float32 objectives long before they mean anything
+#: (only their ratios matter to the optimizers)
+MAX_WEIGHT = 1e6
+#: an Adam step beyond this leaves the generator's latent distribution in one step
+MAX_LR = 100.0
+
+#: the rule of every numeric knob, shared by the library's arguments, the experiment's
+#: config fields (:mod:`imsyn.tasks.editing`) and the CLI's options (``python -m imsyn edit``)
+RULES = {
+    "steps": validate.integer(min=1, max=MAX_STEPS),
+    "lr": validate.number(min=0, max=MAX_LR, open_min=True),
+    "pixel_weight": validate.number(min=0, max=MAX_WEIGHT),
+    "perceptual_weight": validate.number(min=0, max=MAX_WEIGHT),
+    "latent_reg": validate.number(min=0, max=MAX_WEIGHT),
+    "num_frames": validate.integer(min=2, max=MAX_FRAMES),
+    "chunk": validate.integer(min=1, max=MAX_STEPS),
+    "truncation": validate.number(),
+}
+
+
+def check_value(name: str, value, *, prefix: str = ""):
+    """Checks ``value`` against ``RULES[name]``; returns it.
+
+    Raises:
+      ConfigError: ``"{prefix}{name} must be {expect}, got {value!r}"`` (one line).
+    """
+    field = RULES[name]
+    if not isinstance(value, bool):  # numpy scalars count as the numbers they are
+        if isinstance(value, numbers.Integral):
+            value = int(value)
+        elif isinstance(value, numbers.Real):
+            value = float(value)
+    try:
+        return field.parse(value)
+    except (ValueError, TypeError, OverflowError):
+        raise ConfigError(f"{prefix}{name} must be {field.expect}, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- generators
@@ -143,8 +196,9 @@ def sample(
       :class:`Samples`.
     """
     check_space(gen, space)
-    if n < 1:
-        raise ConfigError(f"n must be positive, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n must be an integer >= 1, got {n!r}")
+    check_value("truncation", truncation)
     kz, km = jax.random.split(key)
     if mean:
         lat = jnp.broadcast_to(
@@ -245,6 +299,19 @@ class _Static(NamedTuple):
     perceptual: bool
 
 
+class Weights(NamedTuple):
+    """The numbers of :class:`Options`, traced (float32 scalars): a new value never recompiles."""
+
+    lr: jax.Array
+    pixel_weight: jax.Array
+    perceptual_weight: jax.Array
+    latent_reg: jax.Array
+
+    @classmethod
+    def of(cls, opts: Options) -> Weights:
+        return cls(*(jnp.float32(getattr(opts, f)) for f in cls._fields))
+
+
 class Projection(NamedTuple):
     """Result of :func:`project` / :func:`draw` (batch of N)."""
 
@@ -262,14 +329,9 @@ def _check_options(opts: Options, steps: int) -> None:
         raise ConfigError(f"optimizer must be one of {list(OPTIMIZERS)}, got {opts.optimizer!r}")
     if opts.pixel not in PIXEL_LOSSES:
         raise ConfigError(f"pixel loss must be one of {list(PIXEL_LOSSES)}, got {opts.pixel!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    if not (opts.lr > 0 and math.isfinite(opts.lr)):
-        raise ConfigError(f"lr must be a finite number > 0, got {opts.lr}")
-    for name in ("pixel_weight", "perceptual_weight", "latent_reg"):
-        v = getattr(opts, name)
-        if not (v >= 0 and math.isfinite(v)):
-            raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+    check_value("steps", steps)
+    for name in ("lr", "pixel_weight", "perceptual_weight", "latent_reg"):
+        check_value(name, getattr(opts, name))
     if opts.pixel_weight == 0 and opts.perceptual_weight == 0:
         raise ConfigError("pixel_weight and perceptual_weight are both 0: nothing to optimize")
 
@@ -280,21 +342,18 @@ def _make_optimizer(optimizer: str, lr) -> optax.GradientTransformationExtraArgs
     return optax.lbfgs()
 
 
-def _loss_one(gen, feats, st: _Static, weights, latent, target, mask, prior, tfeat):
+def _loss_one(gen, feats, st: _Static, w: Weights, latent, target, mask, prior, tfeat):
     """Objective of one example: latent [...], target [S, S, 3] in [-1, 1], mask [S, S, 1],
-    ``tfeat`` the VGG features of ``target * mask`` (computed once, see :func:`project`).
-
-    ``weights = [lr, pixel_weight, perceptual_weight, latent_reg]``.
-    """
+    ``tfeat`` the VGG features of ``target * mask`` (computed once, see :func:`project`)."""
     img = render(gen, latent[None], space=st.space)[0]
     area = jnp.maximum(jnp.sum(mask) * img.shape[-1], 1.0)
     diff = (img - target) * mask
     pix = jnp.sum(jnp.abs(diff) if st.pixel == "l1" else jnp.square(diff)) / area
-    loss = weights[1] * pix + weights[3] * jnp.mean(jnp.square(latent - prior))
+    loss = w.pixel_weight * pix + w.latent_reg * jnp.mean(jnp.square(latent - prior))
     if st.perceptual:
         fa = feats((img * mask)[None])
         perc = sum(jnp.mean(jnp.square(f[0] - t)) for f, t in zip(fa, tfeat, strict=True))
-        loss = loss + weights[2] * perc / len(fa)
+        loss = loss + w.perceptual_weight * perc / len(fa)
     return loss
 
 
@@ -309,7 +368,7 @@ def _run_chunk(gdef, pconf, st: _Static, n_steps: int, gstate, pparams, latents,
     gen = nnx.merge(gdef, gstate)
     feats = _feature_fn(pconf, pparams)
     targets, masks, priors, tfeats, weights = data
-    tx = _make_optimizer(st.optimizer, weights[0])
+    tx = _make_optimizer(st.optimizer, weights.lr)
 
     def one(latent, state, target, mask, prior, tfeat):
         def value(lat):
@@ -417,11 +476,11 @@ def project(
       gen: generator (eval mode is set on a copy of its state; ``gen`` is not modified).
       targets: float[N, S, S, 3] (or [S, S, 3]) in ``[-1, 1]``, S the generator's size.
       space: "z", "w" or "w+" (w/w+ need a style-based generator).
-      steps: optimizer steps.
+      steps: optimizer steps, in ``[1, MAX_STEPS]``.
       optimizer: "lbfgs" (optax L-BFGS with zoom line search) or "adam".
-      lr: Adam learning rate (L-BFGS picks its step by line search).
+      lr: Adam learning rate in ``(0, MAX_LR]`` (L-BFGS picks its step by line search).
       pixel: "l1" or "l2" pixel loss (mean over the mask and channels).
-      pixel_weight: weight of the pixel loss.
+      pixel_weight: weight of the pixel loss (weights: finite, in ``[0, MAX_WEIGHT]``).
       perceptual: feature network (:func:`perceptual_net`); needed if ``perceptual_weight > 0``.
       perceptual_weight: weight of the mean squared feature difference (mean over layers).
       latent_reg: weight of ``mean((latent - prior)^2)``, prior 0 for z and the mean w for w/w+.
@@ -442,17 +501,17 @@ def project(
     opts = Options(
         space=space,
         optimizer=optimizer,
-        lr=float(lr),
+        lr=float(check_value("lr", lr)),
         pixel=pixel,
-        pixel_weight=float(pixel_weight),
-        perceptual_weight=float(perceptual_weight),
-        latent_reg=float(latent_reg),
+        pixel_weight=float(check_value("pixel_weight", pixel_weight)),
+        perceptual_weight=float(check_value("perceptual_weight", perceptual_weight)),
+        latent_reg=float(check_value("latent_reg", latent_reg)),
     )
+    steps = check_value("steps", steps)
     _check_options(opts, steps)
-    if init not in ("mean", "random"):
-        raise ConfigError(f"init must be 'mean' or 'random', got {init!r}")
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ConfigError(f"chunk must be a positive integer, got {chunk!r}")
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {list(INITS)}, got {init!r}")
+    chunk = check_value("chunk", chunk)
     check_space(gen, space)
     if opts.perceptual_weight > 0 and perceptual is None:
         raise ConfigError("perceptual_weight > 0 needs a feature network (perceptual=...)")
@@ -468,9 +527,7 @@ def project(
         pparams = perceptual.params
     else:
         pconf, pparams = None, None
-    weights = jnp.asarray(
-        [opts.lr, opts.pixel_weight, opts.perceptual_weight, opts.latent_reg], jnp.float32
-    )
+    weights = Weights.of(opts)
     tx = _make_optimizer(optimizer, opts.lr)
     # Strong types, so that the state returned by a chunk matches the initial one (no recompile).
     opt_state = jax.tree.map(lambda x: jnp.array(x, dtype=x.dtype), jax.vmap(tx.init)(latents))
@@ -509,8 +566,10 @@ def interpolate(
 
     Args:
       latent_a, latent_b: latents of the same shape (no batch axis).
-      num_frames: number of frames >= 2; the first is exactly ``latent_a``, the last ``latent_b``.
-      method: "linear" or "slerp" (great circle, keeps the norm of Gaussian z; whole latent).
+      num_frames: number of frames in ``[2, MAX_FRAMES]``; the first is exactly ``latent_a``,
+        the last ``latent_b``.
+      method: "linear" or "slerp" (:func:`imsyn.gan.slerp`: the great circle, which keeps
+        the norm of Gaussian z; the whole latent as one vector).
 
     Returns:
       [num_frames, ...] latents.
@@ -518,21 +577,15 @@ def interpolate(
     a, b = jnp.asarray(latent_a, jnp.float32), jnp.asarray(latent_b, jnp.float32)
     if a.shape != b.shape:
         raise InputError(f"latents differ in shape: {a.shape} vs {b.shape}")
-    if num_frames < 2:
-        raise ConfigError(f"num_frames must be >= 2, got {num_frames}")
-    if method not in ("linear", "slerp"):
-        raise ConfigError(f"method must be 'linear' or 'slerp', got {method!r}")
-    t = jnp.linspace(0.0, 1.0, num_frames).reshape((-1,) + (1,) * a.ndim)
+    num_frames = check_value("num_frames", num_frames)
+    if method not in INTERPOLATIONS:
+        raise ConfigError(f"method must be one of {list(INTERPOLATIONS)}, got {method!r}")
+    t = jnp.linspace(0.0, 1.0, num_frames)
     if method == "linear":
+        t = t.reshape((-1,) + (1,) * a.ndim)
         out = (1.0 - t) * a + t * b
     else:
-        na, nb = jnp.linalg.norm(a), jnp.linalg.norm(b)
-        cos = jnp.clip(jnp.vdot(a, b) / jnp.maximum(na * nb, 1e-12), -1.0, 1.0)
-        omega = jnp.arccos(cos)
-        so = jnp.sin(omega)
-        lin = (1.0 - t) * a + t * b
-        sl = (jnp.sin((1.0 - t) * omega) * a + jnp.sin(t * omega) * b) / jnp.where(so > 0, so, 1.0)
-        out = jnp.where(so > 1e-6, sl, lin)
+        out = gan.slerp(a, b, t)
     # Exact endpoints, whatever the rounding of the formula.
     return out.at[0].set(a).at[-1].set(b)
 
@@ -581,6 +634,27 @@ def draw(
     return project(gen, sk, masks=mk, space=space, steps=steps, init=init, **kwargs)
 
 
+def demo_sketch(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A built-in scribble: yellow ring, dark eyes, red mouth (float [S, S, 3], mask [S, S])."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    c = size / 2.0
+    r = np.hypot(yy - c, xx - c)
+    sketch = np.zeros((size, size, 3), np.float32)
+    mask = np.zeros((size, size), bool)
+    t = max(size / 16.0, 1.0)
+    ring = np.abs(r - 0.36 * size) < t
+    sketch[ring], mask[ring] = (1.0, 0.8, 0.1), True
+    for ex in (c - 0.14 * size, c + 0.14 * size):
+        eye = np.hypot(yy - (c - 0.1 * size), xx - ex) < max(0.06 * size, 1.0)
+        sketch[eye], mask[eye] = (0.25, 0.15, 0.05), True
+    mouth = (np.abs(r - 0.2 * size) < t / 1.5) & (yy > c + 0.08 * size)
+    sketch[mouth], mask[mouth] = (0.8, 0.1, 0.1), True
+    return sketch, mask
+
+
+# --------------------------------------------------------------------------- frames
+
+
 def render_frames(gen: nnx.Module, latents: jax.Array, *, space: str) -> np.ndarray:
     """Images of ``latents`` (jitted) as ``float32[N, S, S, 3]`` in ``[0, 1]`` (numpy)."""
     gdef, gstate = nnx.split(gen)
@@ -608,553 +682,3 @@ def write_gif(path, frames: Sequence[np.ndarray] | np.ndarray, *, duration_ms: i
             tmp, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0
         )
     return path
-
-
-# --------------------------------------------------------------------------- generators of a run
-
-
-class LoadedGenerator(NamedTuple):
-    """A generator restored from a training run (see :func:`load_generator`)."""
-
-    gen: nnx.Module  #: in eval mode
-    config: Any  #: the run's config (``ml_collections.ConfigDict`` from its config.json)
-    step: int  #: the checkpoint's step
-    name: str  #: registry name of the generator
-
-
-def _build_generator(cfg) -> tuple[nnx.Module, str]:
-    from imsyn import models
-
-    name = cfg.get("generator", "dcgan_generator")
-    kwargs = {"image_size": cfg.image_size, "conv_dim": cfg.conv_dim}
-    if name == "dcgan_generator":
-        kwargs["norm"] = cfg.norm
-    else:
-        for f in ("z_dim", "w_dim", "mapping_layers"):
-            if f in cfg:
-                kwargs[f] = cfg[f]
-    return models.get(name)(**kwargs, rngs=nnx.Rngs(0)), name
-
-
-def load_generator(workdir) -> LoadedGenerator:
-    """Restores the generator of a GAN run directory (``config.json`` + latest checkpoint).
-
-    Raises:
-      InputError: the directory or its config.json is missing or unreadable.
-      ConfigError: not a GAN run, no checkpoint, or a checkpoint that does not match its config.
-    """
-    import json
-    from pathlib import Path
-
-    import ml_collections
-
-    from imsyn.tasks.dcgan import DCGANTask
-    from imsyn.training.checkpoint import Checkpoints
-
-    wd = Path(workdir)
-    if not wd.is_dir():
-        raise InputError(f"generator workdir {wd}: no such directory")
-    try:
-        cfg = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
-    except FileNotFoundError:
-        raise InputError(f"generator workdir {wd} has no config.json: not a training run") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{wd / 'config.json'}: unreadable ({e})") from None
-    if cfg.get("task") != "dcgan":
-        raise ConfigError(
-            f"generator workdir {wd} is a {cfg.get('task')!r} run; editing needs a GAN run "
-            "(configs/dcgan.py)"
-        )
-    if not (wd / "checkpoints").is_dir():
-        raise ConfigError(f"no checkpoint in generator workdir {wd}: train it first (train.py)")
-    task = DCGANTask()
-    ckpts = Checkpoints(wd / "checkpoints", read_only=True)
-    try:
-        meta = ckpts.read_meta()
-        if meta is None:
-            raise ConfigError(f"no checkpoint in generator workdir {wd}: train it first (train.py)")
-        arch = json.loads(json.dumps(task.arch(cfg)))
-        if meta.get("arch") != arch:
-            raise ConfigError(
-                f"the checkpoint in {wd} does not match its config.json ({meta.get('arch')} != "
-                f"{arch})"
-            )
-        state, meta = ckpts.restore(task.init_state(cfg, jax.random.key(0)))
-    finally:
-        ckpts.close()
-    gen, name = _build_generator(cfg)
-    nnx.update(gen, state["g"])
-    gen.eval()
-    return LoadedGenerator(gen, cfg, int(meta["step"]), name)
-
-
-# --------------------------------------------------------------------------- experiment
-
-MODES = ("project", "interpolate", "draw")
-FIELDS = (
-    "task",
-    "name",
-    "seed",
-    "mode",
-    "generator_workdir",
-    "spaces",
-    "images",
-    "num_images",
-    "sketch",
-    "mask",
-    "num_frames",
-    "interpolation",
-    "steps",
-    "optimizer",
-    "lr",
-    "pixel_loss",
-    "pixel_weight",
-    "perceptual_weight",
-    "perceptual_layers",
-    "latent_reg",
-    "init",
-    "vgg_weights",
-)
-
-
-def default_config(mode: str = "project"):
-    """The default editing config of ``mode`` (``configs/editing.py`` presets and the CLI)."""
-    import ml_collections
-
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    c = ml_collections.ConfigDict()
-    c.task = "editing"
-    c.name = f"edit_{mode}"
-    c.seed = 0
-    c.mode = mode
-    c.generator_workdir = ""  # required: a GAN run directory (config.json + checkpoints/)
-    c.spaces = "all"  # or a comma list of z, w, w+
-    c.images = ""  # '' = held-out split of the generator's data; a data spec; or a.png,b.png
-    c.num_images = 8
-    c.sketch = ""  # '' = built-in scribble; else RGBA (alpha = drawn), or RGB + mask
-    c.mask = ""
-    c.num_frames = 12
-    c.interpolation = "auto"  # slerp in z, linear in w / w+
-    c.steps = 200 if mode == "draw" else 300
-    c.optimizer = "lbfgs"
-    c.lr = 0.05  # Adam only; L-BFGS chooses its steps by line search
-    c.pixel_loss = "l1" if mode == "draw" else "l2"
-    c.pixel_weight = 1.0
-    c.perceptual_weight = 0.1
-    c.perceptual_layers = ",".join(DEFAULT_LAYERS)
-    c.latent_reg = 0.01 if mode == "draw" else 0.0
-    c.init = "mean"  # mean w (w / w+); z always starts from a seeded sample
-    c.vgg_weights = ""  # '' = $IMSYN_VGG19, else the random-feature mode
-    return c
-
-
-def validate(config) -> None:
-    """Checks an editing config (``configs/editing.py``) before any compute.
-
-    Raises:
-      ConfigError: an unknown field or an invalid value, naming the field.
-    """
-
-    def need(field, ok, expect):
-        if field not in config:
-            raise ConfigError(f"config.{field} is missing")
-        v = config[field]
-        if isinstance(v, bool) or not ok(v):
-            raise ConfigError(f"config.{field} must be {expect}, got {v!r}")
-
-    unknown = sorted(k for k in config.keys() if k not in FIELDS)
-    if unknown:
-        raise ConfigError(f"unknown config field config.{unknown[0]} (known: {', '.join(FIELDS)})")
-    num = (int, float)
-    pos_int = lambda v: isinstance(v, int) and v >= 1  # noqa: E731
-    need("name", lambda v: isinstance(v, str) and v, "a non-empty string")
-    need("seed", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
-    need("mode", lambda v: v in MODES, f"one of {list(MODES)}")
-    need(
-        "generator_workdir",
-        lambda v: isinstance(v, str) and v,
-        "the run directory of a trained GAN (--config.generator_workdir=runs/dcgan)",
-    )
-    need("spaces", lambda v: isinstance(v, str) and v, "'all' or a comma list of z, w, w+")
-    spaces = [s.strip() for s in config.spaces.split(",") if s.strip()]
-    if config.spaces != "all" and (not spaces or any(s not in SPACES for s in spaces)):
-        raise ConfigError(f"config.spaces must be 'all' or a comma list of {SPACES}")
-    need("images", lambda v: isinstance(v, str), "a data spec, comma-separated files, or ''")
-    need("num_images", pos_int, "an integer >= 1")
-    need("sketch", lambda v: isinstance(v, str), "an image path or '' (built-in demo sketch)")
-    need("mask", lambda v: isinstance(v, str), "a mask image path or '' (the sketch's alpha)")
-    need("num_frames", lambda v: isinstance(v, int) and v >= 2, "an integer >= 2")
-    need("interpolation", lambda v: v in ("auto", "linear", "slerp"), "auto, linear or slerp")
-    need("steps", pos_int, "an integer >= 1")
-    need("optimizer", lambda v: v in OPTIMIZERS, f"one of {list(OPTIMIZERS)}")
-    need("lr", lambda v: isinstance(v, num) and 0 < v < math.inf, "a number > 0")
-    need("pixel_loss", lambda v: v in PIXEL_LOSSES, f"one of {list(PIXEL_LOSSES)}")
-    for f in ("pixel_weight", "perceptual_weight", "latent_reg"):
-        need(f, lambda v: isinstance(v, num) and 0 <= v < math.inf, "a number >= 0")
-    if config.pixel_weight == 0 and config.perceptual_weight == 0:
-        raise ConfigError("config.pixel_weight and config.perceptual_weight are both 0")
-    need("perceptual_layers", lambda v: isinstance(v, str), "a comma list of VGG-19 layers")
-    if config.perceptual_weight > 0:
-        from imsyn.models import vgg
-
-        try:
-            if not vgg.check_layers(config.perceptual_layers):
-                raise ConfigError("config.perceptual_layers is empty")
-        except InputError as e:
-            raise ConfigError(f"config.perceptual_layers: {e}") from None
-    need("init", lambda v: v in ("mean", "random"), "'mean' or 'random'")
-    need("vgg_weights", lambda v: isinstance(v, str), "a weights path or ''")
-
-
-def _spaces(config, gen) -> list[str]:
-    if config.spaces == "all":
-        return list(latent_spaces(gen))
-    spaces = list(dict.fromkeys(s.strip() for s in config.spaces.split(",") if s.strip()))
-    for s in spaces:
-        check_space(gen, s)
-    return spaces
-
-
-def _resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crops float [H, W, 3] in [0, 1] to a square and resizes it to ``size`` (Lanczos)."""
-    from PIL import Image
-
-    from imsyn.image import to_float, to_uint8
-
-    h, w = img.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    im = Image.fromarray(to_uint8(img[y : y + s, x : x + s]))
-    return to_float(np.asarray(im.resize((size, size), Image.Resampling.LANCZOS)))
-
-
-def load_targets(config, gen_config, size: int) -> tuple[np.ndarray, list[str]]:
-    """Images to project: float32[N, S, S, 3] in [-1, 1] and their names.
-
-    ``config.images``: '' = the held-out (``test``) split of the generator's training data;
-    a data spec (``emoji:openmoji``, ``folder:/path``); or comma-separated image files
-    (centre-cropped and resized to the generator's size).
-    """
-    from imsyn.image import read_float, to_float, to_network
-
-    spec = config.images or gen_config.data
-    n = config.num_images if config.mode == "project" else 2
-    if spec.split(":", 1)[0] in ("emoji", "folder", "tfds"):
-        from imsyn.data import get_source
-
-        src = get_source(spec, image_size=size, split="test")
-        if len(src) < n:
-            raise InputError(f"{spec}: {len(src)} images, {config.mode} needs {n}")
-        rows = np.random.default_rng(config.seed).choice(len(src), n, replace=False)
-        keys = getattr(src, "keys", None)
-        names = [str(keys[int(i)]) if keys is not None else f"{spec}#{int(i)}" for i in rows]
-        imgs = np.stack([to_float(src[int(i)]) for i in rows])
-    else:
-        files = [f.strip() for f in spec.split(",") if f.strip()]
-        if len(files) < n:
-            raise InputError(f"config.images lists {len(files)} files, {config.mode} needs {n}")
-        files = files[:n]
-        imgs = np.stack([_resize_square(read_float(f, mode="rgb"), size) for f in files])
-        names = files
-    return to_network(imgs.astype(np.float32)), names
-
-
-def demo_sketch(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A built-in scribble: yellow ring, dark eyes, red mouth (float [S, S, 3], mask [S, S])."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    c = size / 2.0
-    r = np.hypot(yy - c, xx - c)
-    sketch = np.zeros((size, size, 3), np.float32)
-    mask = np.zeros((size, size), bool)
-    t = max(size / 16.0, 1.0)
-    ring = np.abs(r - 0.36 * size) < t
-    sketch[ring], mask[ring] = (1.0, 0.8, 0.1), True
-    for ex in (c - 0.14 * size, c + 0.14 * size):
-        eye = np.hypot(yy - (c - 0.1 * size), xx - ex) < max(0.06 * size, 1.0)
-        sketch[eye], mask[eye] = (0.25, 0.15, 0.05), True
-    mouth = (np.abs(r - 0.2 * size) < t / 1.5) & (yy > c + 0.08 * size)
-    sketch[mouth], mask[mouth] = (0.8, 0.1, 0.1), True
-    return sketch, mask
-
-
-def load_sketch(config, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The sketch (float32[S, S, 3] in [-1, 1]) and mask (float32[S, S] in {0, 1}).
-
-    Raises:
-      InputError: unreadable files, sketch and mask of different sizes or not S x S, an
-        empty mask.
-    """
-    from imsyn.image import read_float, to_network
-
-    if not config.sketch:
-        if config.mask:
-            raise InputError("config.mask is given without config.sketch")
-        sketch, mask = demo_sketch(size)
-    else:
-        rgba = read_float(config.sketch, mode="rgba")
-        sketch = rgba[..., :3]
-        if config.mask:
-            mask = read_float(config.mask, mode="gray") > 0.5
-            if mask.shape != sketch.shape[:2]:
-                raise InputError(
-                    f"sketch {config.sketch} is {sketch.shape[1]}x{sketch.shape[0]} but mask "
-                    f"{config.mask} is {mask.shape[1]}x{mask.shape[0]}"
-                )
-        else:
-            mask = rgba[..., 3] > 0.5
-        if sketch.shape[:2] != (size, size):
-            raise InputError(
-                f"sketch {config.sketch} is {sketch.shape[1]}x{sketch.shape[0]}, the generator "
-                f"makes {size}x{size} images"
-            )
-    if not mask.any():
-        raise InputError("the mask is empty: nothing to draw")
-    return to_network(sketch.astype(np.float32)), mask.astype(np.float32)
-
-
-def _lpips(metric, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
-    """LPIPS per example of [0, 1] images, or ``None`` without the metric or below its
-    minimum size."""
-    from imsyn.image import to_network
-    from imsyn.models.lpips import MIN_SIZE
-
-    if metric is None or min(a.shape[1:3]) < MIN_SIZE:
-        return None
-    return metric(to_network(a), to_network(b))
-
-
-def _inputs(config, loaded: LoadedGenerator) -> dict:
-    """Targets [N, S, S, 3] in [-1, 1] and masks [N, S, S] of the configured mode."""
-    size = loaded.config.image_size
-    if config.mode == "draw":
-        sketch, mask = load_sketch(config, size)
-        return {"targets": sketch[None], "masks": mask[None], "names": np.array(["sketch"])}
-    targets, names = load_targets(config, loaded.config, size)
-    masks = np.ones(targets.shape[:3], np.float32)
-    return {"targets": targets, "masks": masks, "names": np.array(names)}
-
-
-def _optimize(config, loaded: LoadedGenerator, spaces, inputs) -> dict:
-    """Runs the projection of every space; returns the arrays saved in ``latents.npz``."""
-    perceptual = None
-    if config.perceptual_weight > 0:
-        perceptual = perceptual_net(config.vgg_weights or None, layers=config.perceptual_layers)
-    saved = dict(inputs)
-    saved["features"] = np.array(perceptual.source if perceptual is not None else "none")
-    for space in spaces:
-        r = project(
-            loaded.gen,
-            inputs["targets"],
-            masks=inputs["masks"],
-            space=space,
-            steps=config.steps,
-            optimizer=config.optimizer,
-            lr=float(config.lr),
-            pixel=config.pixel_loss,
-            pixel_weight=float(config.pixel_weight),
-            perceptual=perceptual,
-            perceptual_weight=float(config.perceptual_weight),
-            latent_reg=float(config.latent_reg),
-            init=config.init,
-            key=jax.random.key(config.seed),
-            progress=True,
-        )
-        saved[f"latents/{space}"] = np.asarray(r.latents)
-        saved[f"losses/{space}"] = np.asarray(r.losses)
-    return saved
-
-
-def _save_npz(path, arrays: dict) -> None:
-    import io
-
-    from imsyn.image import write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    write_bytes(path, buf.getvalue())
-
-
-def _load_npz(path) -> dict:
-    from pathlib import Path
-
-    if not Path(path).is_file():
-        raise ConfigError(f"{path} is missing: run train.py with this config and workdir first")
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def _outputs(config, workdir, loaded: LoadedGenerator, saved: dict) -> dict:
-    """Renders the saved latents, writes eval/*.png (+ GIFs) and plots/losses.png.
-
-    Returns:
-      The content of ``eval/metrics.json``.
-    """
-    from pathlib import Path
-
-    from imsyn import metrics
-    from imsyn.image import make_grid, write_image
-    from imsyn.training.writers import plot_losses
-
-    wd = Path(workdir)
-    gen = loaded.gen
-    spaces = [k.split("/", 1)[1] for k in saved if k.startswith("latents/")]
-    targets = as_frames(saved["targets"])
-    m = np.asarray(saved["masks"], np.float32)[..., None]
-    features = str(saved["features"])
-    out: dict[str, Any] = {
-        "mode": config.mode,
-        "generator_workdir": str(config.generator_workdir),
-        "generator": loaded.name,
-        "generator_step": loaded.step,
-        "num_images": len(targets),
-        "perceptual_features": features,
-    }
-    if features == "random":
-        out["features_note"] = (
-            "perceptual loss on random (untrained) VGG-19 features; give VGG-19 weights "
-            "(config.vgg_weights or $IMSYN_VGG19) for the real perceptual loss"
-        )
-    lpips = None
-    if config.mode in ("project", "interpolate"):
-        from imsyn.models import lpips as lpips_lib
-
-        lpips = lpips_lib.LPIPS.load()
-        if lpips is None:
-            out["lpips"] = lpips_lib.UNAVAILABLE
-        elif min(targets.shape[1:3]) < lpips_lib.MIN_SIZE:
-            out["lpips"] = f"not defined below {lpips_lib.MIN_SIZE} px"
-            lpips = None
-        else:
-            out["lpips"] = {"net": lpips.name, "weights": lpips.path}
-    images = {s: render_frames(gen, saved[f"latents/{s}"], space=s) for s in spaces}
-    inside = np.maximum(3.0 * m.sum(axis=(1, 2, 3)), 1.0)
-    for s in spaces:
-        err = (np.abs(images[s] - targets) * m).sum(axis=(1, 2, 3)) / inside
-        final = float(np.mean(saved[f"losses/{s}"][:, -1]))
-        d = _lpips(lpips, images[s], targets)
-        if config.mode == "project":
-            out[f"{s}/l1"] = float(err.mean())
-            # per image, capped at 100 dB (identical images give +inf, which JSON cannot hold)
-            psnr = np.minimum(np.asarray(metrics.psnr(images[s], targets), np.float64), 100.0)
-            out[f"{s}/psnr"] = float(psnr.mean())
-            out[f"{s}/lpips"] = None if d is None else float(d.mean())
-        elif config.mode == "interpolate":
-            out[f"{s}/endpoint_l1"] = float(err.mean())
-            out[f"{s}/endpoint_lpips"] = None if d is None else float(d.mean())
-        else:
-            out[f"{s}/error_inside_mask"] = float(err.mean())
-        out[f"{s}/final_loss"] = final
-    if config.mode == "project":
-        grid = np.concatenate([targets] + [images[s] for s in spaces])
-        write_image(wd / "eval" / "projections.png", make_grid(grid, ncol=len(targets)))
-    elif config.mode == "interpolate":
-        for s in spaces:
-            lat = saved[f"latents/{s}"]
-            method = config.interpolation
-            if method == "auto":
-                method = "slerp" if s == "z" else "linear"
-            lerp = interpolate(lat[0], lat[1], num_frames=config.num_frames, method=method)
-            frames = render_frames(gen, lerp, space=s)
-            strip = np.concatenate([targets[:1], frames, targets[1:2]])
-            write_image(wd / "eval" / f"interpolation_{s}.png", make_grid(strip, ncol=len(strip)))
-            write_gif(wd / "eval" / f"interpolation_{s}.gif", frames)
-            out[f"{s}/interpolation"] = method
-    else:
-        shown = targets * m + 0.5 * (1.0 - m)
-        outside = np.maximum(3.0 * (1.0 - m).sum(), 1.0)
-        for s in spaces:
-            key = jax.random.key(config.seed)
-            start = render_frames(gen, mean_latent(gen, space=s, key=key)[None], space=s)
-            change = float((np.abs(images[s] - start) * (1.0 - m)).sum() / outside)
-            start_err = (np.abs(start - targets) * m).sum(axis=(1, 2, 3)) / inside
-            out[f"{s}/start_error_inside_mask"] = float(start_err.mean())
-            out[f"{s}/change_outside_mask"] = change
-            grid = np.concatenate([shown, start, images[s]])
-            write_image(wd / "eval" / f"draw_{s}.png", make_grid(grid, ncol=3))
-    recs = []
-    hist = {s: np.asarray(saved[f"losses/{s}"]).mean(axis=0) for s in spaces}
-    for i in range(len(next(iter(hist.values())))):
-        recs.append({"step": i, **{f"loss_{s}": float(h[i]) for s, h in hist.items()}})
-    plot_losses(recs, wd / "plots" / "losses.png", title=f"{config.name}: {config.mode} objective")
-    return out
-
-
-def _report_sections(config, workdir) -> list[tuple[str, str]]:
-    from pathlib import Path
-
-    wd = Path(workdir)
-    gifs = sorted((wd / "eval").glob("*.gif"))
-    if not gifs:
-        return []
-    figs = "".join(
-        f'<figure><img src="eval/{g.name}" alt="{g.name}"><figcaption>{g.name}</figcaption>'
-        "</figure>"
-        for g in gifs
-    )
-    return [("Interpolation (animated)", figs)]
-
-
-def _finish(config, workdir, loaded, saved) -> dict:
-    from pathlib import Path
-
-    from imsyn.image import write_json
-    from imsyn.report import write_report
-
-    metrics = _outputs(config, workdir, loaded, saved)
-    write_json(Path(workdir) / "eval" / "metrics.json", metrics)
-    write_report(workdir, sections=_report_sections(config, workdir))
-    return metrics
-
-
-def _check_workdir(workdir) -> None:
-    import os
-    from pathlib import Path
-
-    from imsyn.errors import OutputError
-
-    probe = Path(workdir).absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"workdir {workdir} is not writable")
-
-
-def train(config, workdir) -> dict:
-    """``train.py`` entry point (``task="editing"``): optimize, then write outputs and report.
-
-    Everything is checked (config, generator checkpoint, spaces, images, sketch and mask,
-    workdir) before any compute; nothing is written before the optimization succeeded.
-    Writes ``config.json``, ``latents.npz`` (targets, masks, latents and loss curves per
-    space), ``eval/*.png`` (+ ``*.gif``), ``plots/losses.png``, ``eval/metrics.json`` and
-    ``report.html``.
-
-    Returns:
-      The content of ``eval/metrics.json``.
-    """
-    from pathlib import Path
-
-    from imsyn.image import write_json
-
-    validate(config)
-    loaded = load_generator(config.generator_workdir)
-    spaces = _spaces(config, loaded.gen)
-    inputs = _inputs(config, loaded)
-    _check_workdir(workdir)
-    saved = _optimize(config, loaded, spaces, inputs)
-    wd = Path(workdir)
-    write_json(wd / "config.json", config.to_dict())
-    _save_npz(wd / "latents.npz", saved)
-    return _finish(config, wd, loaded, saved)
-
-
-def evaluate(config, workdir) -> dict:
-    """``eval.py`` entry point: re-renders ``latents.npz`` into eval/ and report.html."""
-    from pathlib import Path
-
-    validate(config)
-    loaded = load_generator(config.generator_workdir)
-    saved = _load_npz(Path(workdir) / "latents.npz")
-    for k in [k for k in saved if k.startswith("latents/")]:
-        check_space(loaded.gen, k.split("/", 1)[1])
-    return _finish(config, workdir, loaded, saved)

@@ -32,7 +32,7 @@ EXPERIMENTS = {
     "dcgan": "imsyn.tasks.dcgan",
     "cyclegan": "imsyn.tasks.cyclegan",
     "nst": "imsyn.nst",
-    "editing": "imsyn.editing",
+    "editing": "imsyn.tasks.editing",
 }
 
 

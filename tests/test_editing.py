@@ -1,24 +1,32 @@
-"""A5 GAN editing: style generator, projection (z / w / w+), interpolation, draw, entry points.
+"""A5 GAN editing: style generator, projection (z / w / w+), interpolation, draw (the library
+:mod:`imsyn.editing`), the experiment :mod:`imsyn.tasks.editing` (every preset), the CLI, and
+bad input (the same value fails the same way through the CLI, the config and the library).
 
 Known answers use images the generator made itself from known latents, so a
 perfect projection exists. All generators are tiny random-init networks.
 """
 
+import hashlib
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
 from imsyn import editing, models
-from imsyn.errors import ConfigError, InputError
+from imsyn.errors import ConfigError, InputError, OutputError
+from imsyn.tasks import editing as task
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "editing.py"
 STEPS = 10  # steps per compiled chunk in every projection here (one program per shape)
 
 
@@ -107,12 +115,23 @@ def test_batched_projection_equals_one_by_one(gen, truth):
     np.testing.assert_array_equal(other.latents[0], batch.latents[0])
 
 
-def test_projection_compiles_once_per_shape(gen, truth, projections):
-    """Chunks and later calls of the same shapes reuse the compiled program."""
-    before = editing._run_chunk._cache_size()
-    p = _project(gen, truth[2], "w", 3 * STEPS, latent_reg=0.5, key=jax.random.key(7))
-    assert editing._run_chunk._cache_size() == before
+def test_projection_compiles_once_per_shape(gen, truth, projections, monkeypatch):
+    """Every chunk of a projection, and a second batch of the same shape (other images,
+    weights and key), reuse the programs compiled for the first (``projections``): nothing
+    is traced again. The objective, which every trace of a chunk or of the final evaluation
+    calls, is wrapped to count its traces (a cache hit never calls it)."""
+    traces = []
+    objective = editing._loss_one
+
+    def counted(*args, **kwargs):
+        traces.append(1)
+        return objective(*args, **kwargs)
+
+    monkeypatch.setattr(editing, "_loss_one", counted)
+    other = truth[2][::-1] * 0.5
+    p = _project(gen, other, "w", 3 * STEPS, latent_reg=0.5, key=jax.random.key(7))
     assert p.losses.shape == (2, 3 * STEPS + 1)
+    assert not traces, f"the objective was traced {len(traces)} times: a recompilation"
 
 
 # ----------------------------------------------------------------------------- interpolate, draw
@@ -150,6 +169,22 @@ def test_draw_follows_sketch_inside_mask(gen, truth):
     y = x.at[:, :, 10:].set(-x[:, :, 10:])
     d2 = editing.draw(gen, y, mask, space="w+", steps=5 * STEPS, chunk=STEPS, pixel="l2")
     np.testing.assert_allclose(d2.latents, d.latents, atol=1e-5)
+
+
+def test_library_imports_no_training_machinery():
+    code = (
+        "import sys, imsyn.editing; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('orbax', 'ml_collections', 'tensorboardX') or m.startswith(('imsyn.training', "
+        "'imsyn.tasks'))))"
+    )  # (absl comes with optax)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_loss_weights_by_name():
+    w = editing.Weights.of(editing.Options(lr=0.5, pixel_weight=2.0, latent_reg=3.0))
+    assert (float(w.lr), float(w.pixel_weight), float(w.perceptual_weight)) == (0.5, 2.0, 0.0)
+    assert float(w.latent_reg) == 3.0
 
 
 def test_library_bad_inputs(gen, truth):
@@ -199,19 +234,21 @@ def dcgan_run(tmp_path_factory):
 
 
 def _edit_config(mode, run, **over):
-    c = editing.default_config(mode)
+    c = task.default_config(mode)
     c.generator_workdir = str(run)
     c.update(over)
     return c
 
 
-def test_train_draw_and_evaluate_on_a_dcgan_run(dcgan_run, tmp_path):
+def test_train_draw_and_evaluate_on_a_dcgan_run(dcgan_run, tmp_path, monkeypatch):
     """The experiment end to end: restore a DCGAN checkpoint, draw with Adam + the perceptual
     loss (random VGG-19 features), write outputs, then eval re-renders the same numbers."""
+    monkeypatch.delenv("IMSYN_VGG19", raising=False)  # no weights given or fetched: random
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
     cfg = _edit_config("draw", dcgan_run, steps=STEPS, optimizer="adam", lr=0.1,
                        perceptual_layers="conv1_2")  # fmt: skip
     out = tmp_path / "draw"
-    m = editing.train(cfg, out)
+    m = task.train(cfg, out)
     assert m["generator"] == "dcgan_generator" and m["generator_step"] == 5
     assert m["perceptual_features"] == "random" and "features_note" in m
     assert m["z/error_inside_mask"] < m["z/start_error_inside_mask"]
@@ -219,7 +256,7 @@ def test_train_draw_and_evaluate_on_a_dcgan_run(dcgan_run, tmp_path):
               "plots/losses.png", "report.html"):  # fmt: skip
         assert (out / f).is_file(), f
     assert json.loads((out / "eval" / "metrics.json").read_text()) == m
-    again = editing.evaluate(cfg, out)  # re-renders the saved latents
+    again = task.evaluate(cfg, out)  # re-renders the saved latents
     assert again == m
 
 
@@ -245,16 +282,16 @@ def test_project_records_lpips_and_exact_targets_score_zero(
     assert 0 < m["z/lpips"] < 2 and m["z/l1"] > 0 and 0 < m["z/psnr"] < 100
 
     cfg = ml_collections.ConfigDict(json.loads((out / "config.json").read_text()))
-    saved = editing._load_npz(out / "latents.npz")
-    gdef, gstate = nnx.split(editing.load_generator(dcgan_run).gen)
+    saved = task.load_npz(out / "latents.npz")
+    gdef, gstate = nnx.split(task.load_generator(dcgan_run).gen)
     latents = jnp.asarray(saved["latents/z"])  # the jitted renderer eval uses: same images
     saved["targets"] = np.asarray(editing._render_jit(gdef, gstate, latents, "z"))
-    editing._save_npz(out / "latents.npz", saved)
-    exact = editing.evaluate(cfg, out)
+    task.save_npz(out / "latents.npz", saved)
+    exact = task.evaluate(cfg, out)
     assert exact["z/lpips"] == 0.0 and exact["z/l1"] == 0.0 and exact["z/psnr"] == 100.0
 
     monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "empty_cache"))
-    m = editing.evaluate(cfg, out)
+    m = task.evaluate(cfg, out)
     assert m["lpips"] == "not available: run `python -m imsyn weights fetch lpips_vgg16`"
     assert m["z/lpips"] is None and m["z/l1"] == 0.0
 
@@ -310,11 +347,11 @@ def test_cli_bad_inputs_one_line_exit_2_no_output(dcgan_run, tmp_path, capsys):
         (["draw", "--generator-workdir", run, "--sketch", sk32, "--mask", m31], "is 31x31"),
         (["draw", "--generator-workdir", run, "--sketch", sk32, "--mask", m0], "mask is empty"),
         (["interpolate", "--generator-workdir", run, sk32], "two images"),
-        (["project", "--generator-workdir", run, "--steps", "0"], "config.steps"),
+        (["project", "--generator-workdir", run, "--steps", "0"], "argument --steps: must be"),
     ]
     for i, (args, msg) in enumerate(cases):
         out = tmp_path / f"out{i}"
-        rc = main(["edit", *args, "--out", str(out)])
+        rc = _main(main, ["edit", *args, "--out", str(out)])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and msg in err[0], (args, err)
         assert not out.exists()
@@ -333,11 +370,11 @@ def test_train_py_unknown_space_exits_2(dcgan_run, tmp_path):
 
 
 def test_config_validation():
-    cfg = editing.default_config("project")
+    cfg = task.default_config("project")
     with pytest.raises(ConfigError, match="generator_workdir"):
-        editing.validate(cfg)
+        task.validate(cfg)
     cfg.generator_workdir = "runs/x"
-    editing.validate(cfg)
+    task.validate(cfg)
     for field, value, msg in [
         ("mode", "paint", "config.mode"),
         ("spaces", "z,q", "config.spaces"),
@@ -345,14 +382,131 @@ def test_config_validation():
         ("perceptual_layers", "conv9_9", "perceptual_layers"),
         ("lr", 0, "config.lr"),
     ]:
-        bad = editing.default_config("project")
+        bad = task.default_config("project")
         bad.generator_workdir = "runs/x"
         bad[field] = value
         with pytest.raises(ConfigError, match=msg):
-            editing.validate(bad)
-    bad = editing.default_config("draw")
+            task.validate(bad)
+    bad = task.default_config("draw")
     bad.generator_workdir = "runs/x"
     bad.colour = 1
     with pytest.raises(ConfigError, match="unknown config field config.colour"):
-        editing.validate(bad)
-    assert editing.default_config("draw").latent_reg == 0.01
+        task.validate(bad)
+    assert task.default_config("draw").latent_reg == 0.01
+
+
+def _config_module():
+    spec = importlib.util.spec_from_file_location("editing_config", CONFIG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("preset", list(_config_module().PRESETS))
+def test_every_preset_validates(preset):
+    c = _config_module().get_config(preset)
+    c.generator_workdir = "runs/x"
+    task.validate(c)
+    assert c.mode == (preset or "project")
+    assert c.to_dict() == _edit_config(c.mode, "runs/x").to_dict()  # the CLI's config of the mode
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _main(main, argv) -> int:
+    """``main(argv)``'s exit status, also when argparse exits (a bad command line)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def _digests(folder: Path) -> dict:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_out_may_not_be_an_input(dcgan_run, tmp_path, capsys):
+    """``--out`` (the workdir) that is, or lies inside, the generator workdir or an input image
+    is refused before any work, through the CLI (one line, exit 2) and the library (the same
+    OutputError); the generator's files are untouched."""
+    from imsyn.__main__ import main
+
+    img = _write_png(tmp_path / "a.png", np.full((32, 32, 3), 0.5))
+    before = _digests(dcgan_run)
+    run = str(dcgan_run)
+    cases = [
+        (["project", "--generator-workdir", run, "--out", run], "inside"),
+        (["project", "--generator-workdir", run, "--out", f"{run}/eval"], "inside"),
+        (["project", "--generator-workdir", run, "--num-images", "1", img, "--out", img], img),
+        (["draw", "--generator-workdir", run, "--sketch", img, "--out", img], img),
+    ]
+    for args, msg in cases:
+        rc = _main(main, ["edit", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0] and "output" in err[0], (args, err)
+    assert _digests(dcgan_run) == before and not (dcgan_run / "eval").exists()
+    cfg = _edit_config("project", dcgan_run, steps=STEPS)
+    with pytest.raises(OutputError, match="inside"):
+        task.train(cfg, dcgan_run)
+    with pytest.raises(OutputError, match="inside"):
+        task.evaluate(cfg, dcgan_run)
+    cfg = _edit_config("project", dcgan_run, images=f"folder:{tmp_path}")
+    with pytest.raises(OutputError, match="inside"):
+        task.train(cfg, tmp_path / "edit")
+    assert _digests(dcgan_run) == before and not (tmp_path / "edit").exists()
+
+
+# (option, config field, bad value): each fails where it is parsed, with the field's rule
+BAD_NUMBERS = [
+    ("--seed", "seed", "99999999999999999999"),
+    ("--seed", "seed", "1e23"),
+    ("--seed", "seed", "-1"),
+    ("--steps", "steps", "0"),
+    ("--steps", "steps", "99999999999999999999"),
+    ("--lr", "lr", "inf"),
+    ("--lr", "lr", "nan"),
+    ("--lr", "lr", "0"),
+    ("--pixel-weight", "pixel_weight", "-1"),
+    ("--perceptual-weight", "perceptual_weight", "nan"),
+    ("--latent-reg", "latent_reg", "1e30"),
+    ("--num-images", "num_images", "0"),
+    ("--frames", "num_frames", "1"),
+    ("--frames", "num_frames", "99999999999"),
+]
+
+
+def _parsed(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def test_bad_numbers_fail_the_same_way_in_cli_config_and_library(gen, truth, tmp_path, capsys):
+    from imsyn.__main__ import main
+
+    for option, field, text in BAD_NUMBERS:
+        mode = "interpolate" if option == "--frames" else "project"
+        out = tmp_path / "out"
+        argv = ["edit", mode, "--generator-workdir", str(tmp_path), option, text]
+        rc = _main(main, [*argv, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"argument {option}: must be " in err[0], err
+        assert not out.exists()
+        expect = re.search(r"must be (.*), got", err[0]).group(1)
+        values = _edit_config(mode, tmp_path).to_dict()
+        values[field] = _parsed(text)
+        cfg = ml_collections.ConfigDict(values)  # (no type-safe override: 1e23 into an int)
+        with pytest.raises(ConfigError, match=re.escape(f"config.{field} must be {expect}, got")):
+            task.validate(cfg)
+        if field in editing.RULES:  # the library's own arguments
+            with pytest.raises(ConfigError, match=re.escape(f"{field} must be {expect}, got")):
+                if field == "num_frames":
+                    editing.interpolate(truth[0][0], truth[0][1], num_frames=_parsed(text))
+                else:
+                    editing.project(gen, truth[2], space="w", **{field: _parsed(text)})

@@ -9,14 +9,28 @@ Examples::
         --out runs/draw
 
 Each command builds the ``configs/editing.py`` config of its mode and runs it
-into ``--out`` (``eval/*.png``, GIFs, ``eval/metrics.json``, ``latents.npz``,
-``report.html``). Without images, ``project`` uses held-out images of the
-generator's training data and ``draw`` a built-in scribble.
+(:func:`imsyn.tasks.editing.train`) into ``--out`` (``eval/*.png``, GIFs,
+``eval/metrics.json``, ``latents.npz``, ``report.html``). Without images, ``project`` uses
+held-out images of the generator's training data and ``draw`` a built-in scribble.
+
+Bad input is one line and exit status 2, before any work: every numeric option is checked
+where it is parsed, by the rule of the config field it sets
+(:data:`imsyn.tasks.editing.SCHEMA`: ``--steps 0``, ``--lr inf``, ``--seed 1e23`` or a
+seed beyond int64 are refused), and ``--out`` may not be (or lie inside) any input: the
+generator workdir, an image, the sketch or the mask.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from imsyn.tasks.editing import SCHEMA
+from imsyn.validate import arg
+
+
+def _rule(field: str):
+    """The argparse ``type=`` of an option that sets ``config.<field>``."""
+    return arg(SCHEMA[field])
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,24 +43,27 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="all",
         help="latent space(s): z, w, w+, a comma list, or 'all' (default: all the generator has)",
     )
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    p.add_argument("--steps", type=_rule("steps"), default=None, help="optimizer steps")
     p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate")
+    p.add_argument("--lr", type=_rule("lr"), default=0.05, help="Adam learning rate")
     p.add_argument("--pixel-loss", choices=("l1", "l2"), default=None)
-    p.add_argument("--pixel-weight", type=float, default=1.0)
-    p.add_argument("--perceptual-weight", type=float, default=0.1)
+    p.add_argument("--pixel-weight", type=_rule("pixel_weight"), default=1.0)
+    p.add_argument("--perceptual-weight", type=_rule("perceptual_weight"), default=0.1)
     p.add_argument(
         "--layers", default="conv1_2,conv2_2,conv3_4", help="VGG-19 layers of the perceptual loss"
     )
     p.add_argument(
-        "--latent-reg", type=float, default=None, help="weight of |latent - mean latent|^2"
+        "--latent-reg",
+        type=_rule("latent_reg"),
+        default=None,
+        help="weight of |latent - mean latent|^2",
     )
     p.add_argument(
         "--vgg-weights",
         default="",
         help="VGG-19 weights file (default: $IMSYN_VGG19, else random features)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_rule("seed"), default=0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,11 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "images", nargs="*", help="images (default: held-out images of the generator's data)"
     )
-    p.add_argument("--num-images", type=int, default=8, help="held-out images to project")
+    p.add_argument(
+        "--num-images", type=_rule("num_images"), default=8, help="held-out images to project"
+    )
     _common(p)
     p = sub.add_parser("interpolate", help="project two images and interpolate between them")
     p.add_argument("images", nargs="*", help="two images (default: two held-out images)")
-    p.add_argument("--frames", type=int, default=12, help="frames of the interpolation")
+    p.add_argument(
+        "--frames", type=_rule("num_frames"), default=12, help="frames of the interpolation"
+    )
     p.add_argument("--method", choices=("auto", "linear", "slerp"), default="auto")
     _common(p)
     p = sub.add_parser("draw", help="scribble-to-image from the mean latent")
@@ -70,8 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace):
     """The editing config of the parsed arguments."""
-    from imsyn.editing import default_config
     from imsyn.errors import ConfigError
+    from imsyn.tasks.editing import default_config
 
     c = default_config(args.mode)
     c.generator_workdir = args.generator_workdir
@@ -107,10 +128,10 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from imsyn import editing
+    from imsyn.tasks import editing
 
     config = build_config(args)
-    metrics = editing.train(config, args.out)
+    metrics = editing.train(config, args.out)  # checks the config and --out before any work
     keys = [
         k
         for k in metrics
