@@ -8,4 +8,9 @@ it. The algorithms themselves live in the library modules, which import nothing 
 
 * :mod:`imsyn.tasks.dcgan`: DCGAN (A3), algorithm in :mod:`imsyn.gan`.
 * :mod:`imsyn.tasks.cyclegan`: CycleGAN (A3), algorithm in :mod:`imsyn.gan`.
+* :mod:`imsyn.tasks.nst`: neural style transfer (A4), algorithm in :mod:`imsyn.nst`.
+* :mod:`imsyn.tasks.editing`: GAN photo editing (A5), algorithm in :mod:`imsyn.editing`.
+
+A1 (:mod:`imsyn.align`) and A2 (:mod:`imsyn.poisson`) have no training run; their drivers are
+the CLIs in :mod:`imsyn.cli`.
 """
