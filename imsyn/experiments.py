@@ -31,7 +31,7 @@ from imsyn.errors import ConfigError, ImsynError
 EXPERIMENTS = {
     "dcgan": "imsyn.tasks.dcgan",
     "cyclegan": "imsyn.tasks.cyclegan",
-    "nst": "imsyn.nst",
+    "nst": "imsyn.tasks.nst",
     "editing": "imsyn.tasks.editing",
 }
 

@@ -29,21 +29,16 @@ compiled call per step) or Adam. ``clamp`` projects the image onto ``[0, 1]``
 after every step. Compiled once per image size and layer set; the loss weights
 are traced arguments, so a style-weight sweep does not recompile.
 
-Everything a run writes (``train(config, workdir)``): ``config.json``,
-``metrics.jsonl`` (per step: ``content_loss``, ``style_loss``, ``tv_loss``,
-``loss``), ``samples/result_<step>.png`` every ``snapshot_every`` steps,
-``plots/losses.png``, ``result.png``, ``result.json`` (settings, the VGG weights
-used — a file name or ``"random"`` — and their normalization, and the per-step
-loss lists), ``eval/metrics.json``
-and ``report.html``. :func:`run_sweep` runs the ablation grids into one page.
+Numeric knobs follow :data:`RULES` (the same rules check the experiment's config,
+the ``stylize`` options and :meth:`Options.validated`). The experiment driver
+(``train.py``/``eval.py``/sweeps) is :mod:`imsyn.tasks.nst`; this module imports no
+training machinery.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import html
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -55,8 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from imsyn import losses
-from imsyn.errors import ConfigError, InputError
+from imsyn import losses, validate
+from imsyn.errors import InputError
 from imsyn.models import vgg
 
 COURSE_CONTENT_LAYERS = ("conv_4",)
@@ -65,6 +60,31 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 LINESEARCHES = ("backtracking", "zoom")
 STYLE_FITS = ("scale", "pad_crop", "stretch", "none")
+
+MAX_STEPS = 1_000_000
+MAX_WEIGHT = 1e15
+#: the numeric knobs' rules: :meth:`Options.validated`, the experiment's config schema and
+#: the ``stylize`` options check the same ones (one message: ``steps must be ...``)
+RULES = {
+    "steps": validate.integer(min=1, max=MAX_STEPS),
+    "content_weight": validate.number(min=0, max=MAX_WEIGHT, open_min=True),
+    "style_weight": validate.number(min=0, max=MAX_WEIGHT, open_min=True),
+    "tv_weight": validate.number(min=0, max=MAX_WEIGHT),
+    "lr": validate.number(min=0, max=100, open_min=True),
+    "seed": validate.integer(min=0, max=validate.INT64_MAX),
+    "memory_size": validate.integer(min=1, max=1000),
+    "max_linesearch_steps": validate.integer(min=1, max=1000),
+    "style_scale": validate.number(min=0, max=100, open_min=True),
+    "snapshot_every": validate.integer(min=0, max=MAX_STEPS),
+}
+
+
+class Weights(NamedTuple):
+    """The loss weights, traced (a weight sweep does not recompile)."""
+
+    content: jax.Array | float
+    style: jax.Array | float
+    tv: jax.Array | float
 
 
 # ---------------------------------------------------------------- options and results
@@ -125,16 +145,11 @@ class Options:
         """
         cl = vgg.check_layers(self.content_layers, what="content layer")
         sl = vgg.check_layers(self.style_layers, what="style layer")
-        for name in ("content_weight", "style_weight", "lr"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise InputError(f"{name} must be a positive number, got {v!r}")
-        if not (math.isfinite(self.tv_weight) and self.tv_weight >= 0):
-            raise InputError(f"tv_weight must be >= 0, got {self.tv_weight!r}")
-        for name in ("steps", "memory_size", "max_linesearch_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        for name in (
+            "content_weight", "style_weight", "tv_weight", "lr", "steps", "seed",
+            "memory_size", "max_linesearch_steps",
+        ):  # fmt: skip
+            validate.param(name, getattr(self, name), RULES[name])
         if self.init not in INITS:
             raise InputError(f"init must be one of {INITS}, got {self.init!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -250,8 +265,51 @@ def with_colors(luma_src: np.ndarray, color_src: np.ndarray) -> np.ndarray:
     return np.clip(yiq @ _YIQ_INV.T, 0.0, 1.0).astype(np.float32)
 
 
-def _gray3(y: np.ndarray) -> np.ndarray:
+def gray3(y: np.ndarray) -> np.ndarray:
     return np.repeat(np.clip(y, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
+
+
+def check_size(shape: tuple[int, int], layers: Sequence[str]) -> None:
+    """Refuses an image too small for VGG's pooling before the deepest of ``layers``.
+
+    Raises:
+      InputError: ``"image of HxW px is too small for VGG-19's pooling: ..."``.
+    """
+    pools = max(
+        (sum(op == "pool" for op, _ in vgg.OPS[: vgg.LAYER_INDEX[name]]) for name in layers),
+        default=0,
+    )
+    need = 2**pools
+    if min(shape) < need:
+        raise InputError(
+            f"image of {shape[0]}x{shape[1]} px is too small for VGG-19's pooling: the layers "
+            f"used ({', '.join(layers)}) need at least {need} px on the shorter side"
+        )
+
+
+def estimate_bytes(shape: tuple[int, int], *, memory_size: int = 10) -> int:
+    """A generous estimate of the memory one optimization of an ``H x W`` image needs:
+    VGG-19's activations through conv5_4 kept for the backward pass (about 600 floats per
+    pixel), doubled for gradients and XLA temporaries, plus the L-BFGS history."""
+    px = int(shape[0]) * int(shape[1])
+    return int(4 * px * (2 * 600 + (2 * memory_size + 4) * 3))
+
+
+def check_memory(shape: tuple[int, int], *, memory_size: int = 10) -> None:
+    """Refuses an image size whose optimization would not fit the default device.
+
+    Raises:
+      InputError: one line with the estimate and what is available.
+    """
+    from imsyn.runtime import available_bytes
+
+    avail = available_bytes()
+    need = estimate_bytes(shape, memory_size=memory_size)
+    if avail is not None and need > avail:
+        raise InputError(
+            f"an image of {shape[0]}x{shape[1]} px needs about {need / 2**30:.1f} GiB, "
+            f"this device has {avail / 2**30:.1f} GiB available; choose a smaller size"
+        )
 
 
 def _check_image(img, name: str) -> np.ndarray:
@@ -286,7 +344,7 @@ def objective(x, vgg_params, targets, *, static: _Static):
     """Weighted NST loss of ``x`` (``float32[1, H, W, 3]``) and its parts.
 
     ``targets``: ``{"content": {layer: features}, "style": {layer: gram},
-    "weights": float32[3] (content, style, tv)}``; a missing part counts 0.
+    "weights": Weights}`` (float32 scalars); a missing part counts 0.
 
     Returns:
       ``(total, {"content_loss", "style_loss", "tv_loss"})``, scalars.
@@ -308,7 +366,7 @@ def objective(x, vgg_params, targets, *, static: _Static):
     s = sum((jnp.sum(losses.style_loss(feats[k], g)) for k, g in targets["style"].items()), zero)
     tv = jnp.sum(losses.total_variation(x))
     w = targets["weights"]
-    total = w[0] * c + w[1] * s + w[2] * tv
+    total = w.content * c + w.style * s + w.tv * tv
     return total, {"content_loss": c, "style_loss": s, "tv_loss": tv}
 
 
@@ -546,6 +604,9 @@ def build_problem(weights, content, styles, style_blend, shape, options) -> Prob
     )
     if not static.content_layers and not static.style_layers:
         raise InputError("nothing to optimize: the content and style layer lists are empty")
+    check_size((h, w), static.content_layers + static.style_layers)
+    for s in styles:
+        check_size(s.shape[:2], static.style_layers)
     params = jax.tree.map(jnp.asarray, weights.params)
     targets: dict[str, Any] = {"content": {}, "style": {}}
     if static.content_layers:
@@ -559,8 +620,10 @@ def build_problem(weights, content, styles, style_blend, shape, options) -> Prob
             for k in static.style_layers:
                 grams[k] = grams[k] + float(b) * losses.gram_matrix(feats[k])
         targets["style"] = grams
-    targets["weights"] = jnp.asarray(
-        [options.content_weight, options.style_weight, options.tv_weight], jnp.float32
+    targets["weights"] = Weights(
+        content=jnp.asarray(options.content_weight, jnp.float32),
+        style=jnp.asarray(options.style_weight, jnp.float32),
+        tv=jnp.asarray(options.tv_weight, jnp.float32),
     )
 
     return Problem(options, static, params, targets, content, (h, w))
@@ -706,8 +769,7 @@ def style_transfer(
         raise InputError("style_transfer needs at least one style image")
     if size is not None and (isinstance(size, bool) or int(size) != size or size <= 0):
         raise InputError(f"size must be a positive integer, got {size!r}")
-    if not (math.isfinite(style_scale) and style_scale > 0):
-        raise InputError(f"style_scale must be positive, got {style_scale!r}")
+    validate.param("style_scale", style_scale, RULES["style_scale"])
     content = resize(content, fit_size(content.shape[:2], size))
     styles = [
         fit_style(
@@ -722,7 +784,7 @@ def style_transfer(
     lum_styles = []
     for s in styles:
         ys = luminance(s)
-        lum_styles.append(_gray3((ys - ys.mean()) / max(float(ys.std()), 1e-6) * sd + mu))
+        lum_styles.append(gray3((ys - ys.mean()) / max(float(ys.std()), 1e-6) * sd + mu))
     user_cb = kw.pop("callback", None)
     cb = None
     if user_cb is not None:
@@ -730,7 +792,7 @@ def style_transfer(
         def cb(step, img, metrics):
             user_cb(step, with_colors(img, content), metrics)
 
-    res = optimize(weights, content=_gray3(yc), styles=lum_styles, callback=cb, **kw)
+    res = optimize(weights, content=gray3(yc), styles=lum_styles, callback=cb, **kw)
     return res._replace(image=with_colors(res.image, content))
 
 
@@ -764,348 +826,7 @@ def default_style(size: int = 256) -> np.ndarray:
     return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
-# ---------------------------------------------------------------- experiments (train.py / eval.py)
-
-MODES = ("transfer", "content", "texture")
-SWEEPS = ("content_layers", "style_layers", "style_weight", "init", "all")
-CONFIG_FIELDS = {
-    "task": str,
-    "name": str,
-    "seed": int,
-    "mode": str,
-    "content": str,
-    "style": str,
-    "style_blend": str,
-    "size": int,
-    "style_fit": str,
-    "style_scale": float,
-    "original_colors": bool,
-    "content_layers": str,
-    "style_layers": str,
-    "content_weight": float,
-    "style_weight": float,
-    "tv_weight": float,
-    "init": str,
-    "optimizer": str,
-    "linesearch": str,
-    "num_steps": int,
-    "lr": float,
-    "clamp": bool,
-    "pooling": str,
-    "memory_size": int,
-    "remat": bool,
-    "weights": str,
-    "sample_every": int,
-    "sweep": str,
-}
-
-
-class _Run(NamedTuple):
-    config: dict
-    options: Options
-    content: np.ndarray | None
-    styles: list
-    style_blend: list | None
-    weights: vgg.VGGWeights
-
-
-def _split(text: str) -> list[str]:
-    return [s.strip() for s in str(text).split(",") if s.strip()]
-
-
-def check_config(config) -> dict:
-    """Validates an NST config before any compute; returns it as a plain dict.
-
-    Raises:
-      ConfigError: an unknown field or an invalid value, naming the field.
-    """
-    cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    for k in cfg:
-        if k not in CONFIG_FIELDS:
-            raise ConfigError(
-                f"config.{k}: unknown field for task 'nst'; known: {sorted(CONFIG_FIELDS)}"
-            )
-    for k, typ in CONFIG_FIELDS.items():
-        if k not in cfg:
-            raise ConfigError(f"config.{k} is missing (see configs/nst.py)")
-        v = cfg[k]
-        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            cfg[k], ok = float(v), True
-        if not ok:
-            raise ConfigError(f"config.{k} must be {typ.__name__}, got {v!r}")
-    choices = {"mode": MODES, "style_fit": STYLE_FITS, "optimizer": OPTIMIZERS}
-    choices["linesearch"] = LINESEARCHES
-    choices.update({"init": ("",) + INITS, "pooling": ("max", "avg"), "sweep": ("",) + SWEEPS})
-    for k, allowed in choices.items():
-        if cfg[k] not in allowed:
-            raise ConfigError(f"config.{k} must be one of {allowed}, got {cfg[k]!r}")
-    for k in ("size", "sample_every"):
-        if cfg[k] < 0:
-            raise ConfigError(f"config.{k} must be >= 0, got {cfg[k]}")
-    if not (math.isfinite(cfg["style_scale"]) and cfg["style_scale"] > 0):
-        raise ConfigError(f"config.style_scale must be positive, got {cfg['style_scale']}")
-    try:
-        blend = [float(b) for b in _split(cfg["style_blend"])]
-    except ValueError:
-        raise ConfigError(
-            f"config.style_blend: comma-separated numbers, got {cfg['style_blend']!r}"
-        ) from None
-    if blend and (len(blend) != max(len(_split(cfg["style"])), 1) or min(blend) <= 0):
-        raise ConfigError("config.style_blend needs one positive weight per style image")
-    for field, what in (("content_layers", "content layer"), ("style_layers", "style layer")):
-        try:
-            vgg.check_layers(_split(cfg[field]), what=what)
-        except InputError as e:
-            raise ConfigError(f"config.{field}: {e}") from None
-    try:
-        _options(cfg)
-    except InputError as e:  # Options messages start with the field name
-        field = str(e).split(" ")[0]
-        field = {"steps": "num_steps"}.get(field, field)
-        raise ConfigError(f"config.{field}: {e}") from None
-    return cfg
-
-
-def validate(config) -> None:
-    """Checks a config before any compute (used by ``sweep.py`` for every run)."""
-    check_config(config)
-
-
-def _options(cfg: dict) -> Options:
-    init = cfg["init"] or ("content" if cfg["mode"] == "transfer" else "noise")
-    return Options(
-        content_layers=tuple(_split(cfg["content_layers"])),
-        style_layers=tuple(_split(cfg["style_layers"])),
-        content_weight=cfg["content_weight"],
-        style_weight=cfg["style_weight"],
-        tv_weight=cfg["tv_weight"],
-        init=init,
-        optimizer=cfg["optimizer"],
-        linesearch=cfg["linesearch"],
-        steps=cfg["num_steps"],
-        lr=cfg["lr"],
-        clamp=cfg["clamp"],
-        pooling=cfg["pooling"],
-        seed=cfg["seed"],
-        memory_size=cfg["memory_size"],
-        remat=cfg["remat"],
-    ).validated()
-
-
-def _prepare(cfg: dict) -> _Run:
-    from imsyn.image import read_float
-
-    options = _options(cfg)
-    content = read_float(cfg["content"], mode="rgb") if cfg["content"] else default_content()
-    paths = _split(cfg["style"])
-    styles = [read_float(p, mode="rgb") for p in paths] if paths else [default_style()]
-    blend = [float(b) for b in _split(cfg["style_blend"])] or None
-    weights = vgg.load_weights(cfg["weights"] or None)
-    size = cfg["size"] or None
-    if cfg["mode"] == "texture":
-        content = None
-        styles = [resize(s, fit_size(s.shape[:2], size)) for s in styles]
-    else:
-        content = resize(content, fit_size(content.shape[:2], size))
-        if cfg["mode"] == "content":
-            styles = []
-        else:
-            styles = [
-                fit_style(s, content.shape[:2], fit=cfg["style_fit"], scale=cfg["style_scale"])
-                for s in styles
-            ]
-    return _Run(cfg, options, content, styles, blend, weights)
-
-
-def _plot(hist: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from imsyn.image import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for k in ("content_loss", "style_loss", "tv_loss", "loss"):
-        v = np.asarray(hist[k], np.float64)
-        if np.any(v > 0):
-            ax.plot(np.arange(len(v)), np.where(v > 0, v, np.nan), label=k)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def _inputs_grid(run: _Run) -> np.ndarray:
-    from imsyn.image import make_grid
-
-    imgs = ([run.content] if run.content is not None else []) + list(run.styles)
-    h = max(i.shape[0] for i in imgs)
-    tiles = [resize(i, (h, max(1, round(i.shape[1] * h / i.shape[0])))) for i in imgs]
-    w = max(t.shape[1] for t in tiles)
-    tiles = [
-        np.pad(t, ((0, h - t.shape[0]), (0, w - t.shape[1]), (0, 0)), constant_values=1.0)
-        for t in tiles
-    ]
-    return make_grid(np.stack(tiles), ncol=len(tiles))
-
-
-def _final_metrics(res: Result, run: _Run) -> dict:
-    s0, s1 = res.style_loss[0], res.style_loss[-1]
-    return {
-        "mode": run.config["mode"],
-        "weights": res.weights,
-        "vgg_normalization": run.weights.normalization,
-        "steps": int(len(res.loss) - 1),
-        "evaluations": res.evaluations,
-        "seconds": round(res.seconds, 3),
-        "content_loss": float(res.content_loss[-1]),
-        "style_loss": float(s1),
-        "tv_loss": float(res.tv_loss[-1]),
-        "loss": float(res.loss[-1]),
-        "loss_reduction": float(res.loss[0] / res.loss[-1]) if res.loss[-1] > 0 else None,
-        "style_reduction": float(s0 / s1) if s1 > 0 else None,
-        "note": "random VGG-19 features (no weights given): not comparable to pretrained results"
-        if res.weights == "random"
-        else "",
-    }
-
-
-def _run_one(cfg: dict, workdir: Path, *, progress: bool = True) -> dict:
-    from imsyn.image import write_image, write_json, write_text
-    from imsyn.report import write_report
-    from imsyn.training.writers import write_samples
-
-    run = _prepare(cfg)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(
-        workdir / "config.json",
-        {
-            **cfg,
-            "weights_used": run.weights.source,
-            "vgg_normalization": run.weights.normalization,
-        },
-    )
-
-    def snapshot(step, img, _metrics):
-        write_samples(workdir / "samples", step, {"result": img})
-
-    kw = dict(
-        options=run.options,
-        callback=snapshot,
-        snapshot_every=cfg["sample_every"],
-        progress=progress,
-    )
-    if cfg["mode"] == "transfer":
-        res = style_transfer(
-            run.content,
-            run.styles,
-            run.weights,
-            style_fit="none",  # _prepare fitted them
-            original_colors=cfg["original_colors"],
-            style_blend=run.style_blend,
-            **kw,
-        )
-    else:
-        res = optimize(
-            run.weights,
-            content=run.content,
-            styles=run.styles,
-            style_blend=run.style_blend,
-            **kw,
-        )
-    hist = {k: getattr(res, k).tolist() for k in ("content_loss", "style_loss", "tv_loss", "loss")}
-    write_text(
-        workdir / "metrics.jsonl",
-        "".join(
-            json.dumps({"step": t, **{k: v[t] for k, v in hist.items()}}) + "\n"
-            for t in range(len(hist["loss"]))
-        ),
-    )
-    _plot(hist, workdir / "plots" / "losses.png", f"{cfg['name']} ({cfg['mode']})")
-    write_image(workdir / "inputs.png", _inputs_grid(run))
-    write_image(workdir / "result.png", res.image)
-    write_image(workdir / "eval" / "samples.png", res.image)  # shown by report/sweep pages
-    metrics = _final_metrics(res, run)
-    write_json(
-        workdir / "result.json",
-        {"config": cfg, "options": dataclasses.asdict(run.options), **metrics, **hist},
-    )
-    write_json(workdir / "eval" / "metrics.json", metrics)
-    write_report(workdir, sections=_report_sections(workdir))
-    return metrics
-
-
-def _report_sections(workdir: Path) -> list[tuple[str, str]]:
-    figs = []
-    for name in ("inputs.png",):
-        if (workdir / name).exists():
-            figs.append(f'<figure><img src="{name}"><figcaption>{name}</figcaption></figure>')
-    snaps = sorted(p for p in (workdir / "samples").glob("result_0*.png"))
-    strip = "".join(
-        f'<figure><img src="samples/{p.name}" width="160">'
-        f"<figcaption>{p.stem}</figcaption></figure>"
-        for p in snaps
-    )
-    return [("Inputs (content, styles)", "".join(figs)), ("Snapshots", strip or "<p>none</p>")]
-
-
-def train(config, workdir) -> dict:
-    """``train.py`` entry: one optimization (or ``config.sweep``) into ``workdir``."""
-    cfg = check_config(config)
-    if cfg["sweep"]:
-        return run_sweep(cfg, workdir, cfg["sweep"])
-    return _run_one(cfg, Path(workdir))
-
-
-def evaluate(config, workdir) -> dict:
-    """``eval.py`` entry: re-measures ``workdir/result.png`` (8-bit, as saved) against the
-    config's targets; writes ``eval/metrics.json`` and ``report.html``."""
-    from imsyn.image import read_float, write_json
-    from imsyn.report import write_report
-
-    cfg = check_config(config)
-    workdir = Path(workdir)
-    if cfg["sweep"]:
-        raise ConfigError("config.sweep: evaluate one run's workdir (sweep pages are final)")
-    if not (workdir / "result.png").exists():
-        raise InputError(f"{workdir}: no result.png; run train.py with this workdir first")
-    run = _prepare(cfg)
-    image = read_float(workdir / "result.png", mode="rgb")
-    if cfg["mode"] == "transfer" and cfg["original_colors"]:
-        run = run._replace(
-            content=_gray3(luminance(run.content)),
-            styles=[_gray3(luminance(s)) for s in run.styles],
-        )
-        image = _gray3(luminance(image))
-    if run.content is not None and image.shape != run.content.shape:
-        raise InputError(
-            f"{workdir}/result.png is {image.shape}, the config gives {run.content.shape}"
-        )
-    m = measure(
-        run.weights,
-        image,
-        content=run.content,
-        styles=run.styles,
-        style_blend=run.style_blend,
-        options=run.options,
-    )
-    metrics = {
-        "mode": cfg["mode"],
-        "weights": run.weights.source,
-        "vgg_normalization": run.weights.normalization,
-        "saved_8bit": True,
-        **m,
-    }
-    write_json(workdir / "eval" / "metrics.json", metrics)
-    write_report(workdir, sections=_report_sections(workdir))
-    return metrics
+# ---------------------------------------------------------------- measuring
 
 
 def measure(
@@ -1124,121 +845,3 @@ def measure(
     )
     total, parts = jax.device_get(_jitted(static)[1](jnp.asarray(image)[None], params, targets))
     return {**{k: float(v) for k, v in parts.items()}, "loss": float(total)}
-
-
-# ---------------------------------------------------------------- ablation sweeps
-
-_STYLE_SETS = {
-    "conv_1": "conv_1",
-    "conv_1-2": "conv_1,conv_2",
-    "conv_1-3": "conv_1,conv_2,conv_3",
-    "conv_1-4": "conv_1,conv_2,conv_3,conv_4",
-    "conv_1-5": "conv_1,conv_2,conv_3,conv_4,conv_5",
-    "paper": "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1",
-}
-
-
-def sweep_runs(name: str) -> list[tuple[str, dict]]:
-    """The seed project's ablation grids as ``(run name, config overrides)`` pairs.
-
-    * ``content_layers``: content reconstruction from noise at one layer each
-      (conv_1 … conv_5, conv_9 = conv4_1, conv_13 = conv5_1);
-    * ``style_layers``: texture synthesis from noise with growing layer sets;
-    * ``style_weight``: style transfer with style weight 1e3 … 1e7;
-    * ``init``: style transfer from noise vs from the content image;
-    * ``all``: all of them.
-    """
-    grids = {
-        "content_layers": [
-            (f"content_{l}", {"mode": "content", "content_layers": l})
-            for l in ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5", "conv_9", "conv_13")
-        ],
-        "style_layers": [
-            (f"texture_{k}", {"mode": "texture", "style_layers": v}) for k, v in _STYLE_SETS.items()
-        ],
-        "style_weight": [
-            (f"style_weight_1e{e}", {"mode": "transfer", "style_weight": float(10**e)})
-            for e in range(3, 8)
-        ],
-        "init": [(f"init_{i}", {"mode": "transfer", "init": i}) for i in INITS],
-    }
-    if name == "all":
-        return [
-            r for g in ("content_layers", "style_layers", "style_weight", "init") for r in grids[g]
-        ]
-    if name not in grids:
-        raise ConfigError(f"unknown sweep {name!r}; choose one of {SWEEPS}")
-    return grids[name]
-
-
-def run_sweep(config, workdir, name: str) -> dict:
-    """Runs :func:`sweep_runs` ``name`` into ``workdir/<run>/`` and writes ``workdir/sweep.html``
-    (each run's result, loss curve and final losses on one page) and ``sweep.json``."""
-    from imsyn.image import write_image, write_json, write_text
-    from imsyn.progress import Progress
-
-    base = check_config(config)
-    workdir = Path(workdir)
-    runs = sweep_runs(name)
-    cfgs = []
-    for run_name, overrides in runs:  # validate every run before any compute
-        cfg = {**base, **overrides, "sweep": "", "name": run_name}
-        cfgs.append((run_name, check_config(cfg)))
-    results = {}
-    bar = Progress(len(cfgs), desc=f"sweep {name}", unit="run")
-    for run_name, cfg in cfgs:
-        results[run_name] = _run_one(cfg, workdir / run_name, progress=False)
-        bar.update(1, postfix=run_name)
-    bar.close()
-    write_json(workdir / "sweep.json", results)
-    rows = []
-    for run_name, m in results.items():
-        rows.append(
-            f'<figure><img src="{run_name}/result.png" width="200">'
-            f'<img src="{run_name}/plots/losses.png" width="260"><figcaption>'
-            f"<b>{html.escape(run_name)}</b><br>content {m['content_loss']:.4g}, "
-            f"style {m['style_loss']:.4g}, {m['seconds']:.1f} s</figcaption></figure>"
-        )
-    weights = {f"{m['weights']} (normalization {m['vgg_normalization']})" for m in results.values()}
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>NST sweep "
-        f"{html.escape(name)}</title></head><body style='font-family:sans-serif'>"
-        f"<h1>NST ablation: {html.escape(name)}</h1><p>VGG-19 weights: "
-        f"{html.escape(', '.join(sorted(weights)))}; {base['num_steps']} {base['optimizer']} "
-        f"steps at {base['size']} px. All results in one image: "
-        f"<a href='sweep.png'>sweep.png</a>.</p>{''.join(rows)}</body></html>\n"
-    )
-    write_text(workdir / "sweep.html", page)
-    write_image(workdir / "sweep.png", sweep_grid(workdir, list(results)))
-    return results
-
-
-def sweep_grid(workdir, runs: Sequence[str], *, ncol: int | None = None) -> np.ndarray:
-    """The sweep's results side by side, each labelled with its run name.
-
-    Args:
-      workdir: a sweep's workdir (``<workdir>/<run>/result.png``).
-      runs: run names, in order.
-      ncol: tiles per row (default: all in one row up to 5, else ceil(sqrt(n))).
-
-    Returns:
-      ``float32[H', W', 3]`` in [0, 1]; tiles are resized to the first result's size.
-    """
-    from PIL import Image, ImageDraw
-
-    from imsyn.image import make_grid, read_float
-
-    tiles = []
-    for r in runs:
-        img = read_float(Path(workdir) / r / "result.png", mode="rgb")
-        if tiles and img.shape != tiles[0].shape:
-            img = resize(img, tiles[0].shape[:2])
-        tiles.append(img)
-    h, w = tiles[0].shape[:2]
-    labelled = []
-    for r, img in zip(runs, tiles, strict=True):
-        band = Image.new("RGB", (w, 14), "white")
-        ImageDraw.Draw(band).text((3, 1), r, fill="black")
-        labelled.append(np.concatenate([img, np.asarray(band, np.float32) / 255.0], axis=0))
-    n = len(labelled)
-    return make_grid(np.stack(labelled), ncol=ncol or (n if n <= 5 else None))

@@ -3,6 +3,7 @@ VGG-19), loss weights invariant to the weights file's scale, optimization, CLI, 
 
 import dataclasses
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -296,26 +297,70 @@ def _config(**kw):
 
 
 def test_config_validation_names_field():
+    from imsyn.tasks import nst as task
+
     with pytest.raises(ConfigError, match="config.bogus"):
-        nst.check_config({**_config().to_dict(), "bogus": 1})
-    with pytest.raises(ConfigError, match="config.mode"):
-        nst.check_config(_config(mode="paint"))
-    with pytest.raises(ConfigError, match="config.num_steps"):
-        nst.check_config(_config(num_steps=0))
+        task.validate({**_config().to_dict(), "bogus": 1})
+    with pytest.raises(ConfigError, match="config.mode must be one of"):
+        task.validate(_config(mode="paint"))
+    with pytest.raises(ConfigError, match=r"config.num_steps must be an integer in \[1, "):
+        task.validate(_config(num_steps=0))
     with pytest.raises(ConfigError, match="config.style_layers"):
-        nst.check_config(_config(style_layers="conv_1,pool_9"))
-    assert [r for r, _ in nst.sweep_runs("init")] == ["init_content", "init_noise"]
-    assert len(nst.sweep_runs("all")) == 7 + 6 + 5 + 2
+        task.validate(_config(style_layers="conv_1,pool_9"))
+    with pytest.raises(ConfigError, match="config.seed must be an integer"):
+        task.validate(_config(seed=2**63))
+    with pytest.raises(ConfigError, match="config.style_weight must be a finite number"):
+        task.validate(_config(style_weight=float("nan")))
+    with pytest.raises(ConfigError, match="config.size: .*too small for VGG-19's pooling"):
+        task.validate(_config(size=2))
+    with pytest.raises(ConfigError, match="config.content must be"):
+        task.validate(_config(content="/no/such/photo.jpg"))
+    from configs import nst as cfg_mod
+
+    assert [r for r, _ in cfg_mod.get_sweep("init")] == ["init_content", "init_noise"]
+    assert len(cfg_mod.get_sweep("all")) == 7 + 6 + 5 + 2
+    with pytest.raises(ValueError, match="unknown sweep"):
+        cfg_mod.get_sweep("bogus")
+
+
+def test_every_preset_and_sweep_run_validates():
+    sys.path.insert(0, str(ROOT))
+    from configs import nst as cfg_mod
+    from imsyn.tasks import nst as task
+    from imsyn.training.sweep import sweep_configs
+
+    for preset in cfg_mod.PRESETS:
+        c = cfg_mod.get_config(preset)
+        task.validate(c)
+        for _, run in sweep_configs(c, cfg_mod.get_sweep("all")):
+            task.validate(run)
+    assert cfg_mod.get_config("quick").size == 128  # an override of the default
+    assert cfg_mod.get_config("quick").style_weight == cfg_mod.get_config().style_weight
+
+
+def test_library_imports_no_training_machinery():
+    code = (
+        "import sys, imsyn.nst; bad = [m for m in ('imsyn.training', 'imsyn.tasks', 'orbax', "
+        "'absl.app', 'ml_collections') "
+        "if any(k == m or k.startswith(m + '.') for k in sys.modules)]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )  # (absl.flags and absl.logging come with optax)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_train_sweep_and_evaluate(tmp_path, monkeypatch):
+    from imsyn.tasks import nst as task
+
     monkeypatch.delenv("IMSYN_VGG19", raising=False)
     monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "cache"))  # nothing fetched
     cfg = _config(size=32, num_steps=3, sample_every=2, sweep="init")
-    results = nst.train(cfg, tmp_path)
+    results = task.train(cfg, tmp_path)
     assert set(results) == {"init_content", "init_noise"}
-    page = (tmp_path / "sweep.html").read_text()
-    assert "init_noise/result.png" in page and "random" in page and "sweep.png" in page
+    page = (tmp_path / "comparison.html").read_text()  # the one sweep system's page
+    assert "init_noise/eval/samples.png" in page and "random" in page
+    assert "style_loss" in page and "content_loss" in page
+    assert "comparison.html" in (tmp_path / "sweep.html").read_text()
     from imsyn.image import read_image
 
     h, w = read_image(tmp_path / "init_noise" / "result.png").shape[:2]
@@ -329,7 +374,7 @@ def test_train_sweep_and_evaluate(tmp_path, monkeypatch):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and "style_loss" in json.loads(lines[-1])
     saved = json.loads((run / "eval" / "metrics.json").read_text())
-    m = nst.evaluate(_config(size=32, num_steps=3, init="noise"), run)
+    m = task.evaluate(_config(size=32, num_steps=3, init="noise"), run)
     assert m["weights"] == "random" and saved["vgg_normalization"] == "none"
     assert abs(m["style_loss"] / saved["style_loss"] - 1) < 0.05  # 8-bit rounding only
 

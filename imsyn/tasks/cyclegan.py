@@ -45,6 +45,7 @@ from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
 from imsyn.image import from_network, make_grid, to_float, to_network, write_image
 from imsyn.models.layers import NORMS
+from imsyn.runtime import available_bytes
 from imsyn.training import loop
 from imsyn.validate import boolean, custom, existing_file, integer, number, one_of, string
 
@@ -134,20 +135,6 @@ def estimate_step_bytes(config) -> int:
     params = (gp + dp) * 4  # params, grads, two Adam moments
     pool = 2 * config.pool_size * s * s * 3
     return int(2 * 4 * (acts + params + pool))
-
-
-def available_bytes() -> int | None:
-    """Memory the default device can use: the accelerator's limit, or free host RAM on CPU."""
-    dev = jax.devices()[0]
-    if dev.platform != "cpu":
-        stats = dev.memory_stats() or {}
-        return stats.get("bytes_limit")
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 def check_memory(config) -> None:

@@ -92,6 +92,42 @@ def _loss_figure(workdir: Path, names: list[str]) -> Path | None:
     return path
 
 
+#: a run's image shown on the comparison page: the first of these that exists
+_IMAGES = ("eval/samples.png", "eval/x2y.png", "samples/samples_latest.png", "result.png")
+
+
+def results_grid(workdir: str | os.PathLike, names: list[str], *, ncol: int | None = None):
+    """The runs' images (the first of :data:`_IMAGES` each) side by side, each labelled
+    with its run name; ``float32[H', W', 3]`` in [0, 1], tiles resized to the first's size.
+
+    ``ncol``: tiles per row (default: all in one row up to 5, else ceil(sqrt(n))).
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from imsyn.image import make_grid, read_float
+
+    tiles = []
+    for n in names:
+        path = next((Path(workdir, n, r) for r in _IMAGES if Path(workdir, n, r).exists()), None)
+        if path is None:
+            raise ConfigError(f"sweep run {n!r} has no image ({', '.join(_IMAGES)})")
+        img = read_float(path, mode="rgb")
+        if tiles and img.shape != tiles[0].shape:
+            size = (tiles[0].shape[1], tiles[0].shape[0])
+            pil = Image.fromarray((img * 255 + 0.5).astype(np.uint8)).resize(size, Image.LANCZOS)
+            img = np.asarray(pil, np.float32) / 255.0
+        tiles.append(img)
+    w = tiles[0].shape[1]
+    labelled = []
+    for n, img in zip(names, tiles, strict=True):
+        band = Image.new("RGB", (w, 14), "white")
+        ImageDraw.Draw(band).text((3, 1), n, fill="black")
+        labelled.append(np.concatenate([img, np.asarray(band, np.float32) / 255.0], axis=0))
+    k = len(labelled)
+    return make_grid(np.stack(labelled), ncol=ncol or (k if k <= 5 else None))
+
+
 def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
     """Writes ``<workdir>/comparison.html`` comparing the runs ``<workdir>/<name>``."""
     workdir = Path(workdir)
@@ -116,7 +152,7 @@ def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
         parts.append("<h2>Losses (smoothed)</h2>" + figure("losses.png", "smoothed losses"))
     figs = []
     for n in names:
-        for rel in ("eval/samples.png", "eval/x2y.png", "samples/samples_latest.png"):
+        for rel in _IMAGES:
             if (workdir / n / rel).exists():
                 figs.append(figure(f"{n}/{rel}", n))
                 break
@@ -127,7 +163,8 @@ def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
     return path
 
 
-def _get_sweep(config_file: str, name: str) -> list[tuple[str, dict]]:
+def load_sweep(config_file: str, name: str) -> list[tuple[str, dict]]:
+    """``get_sweep(name)`` of the config file ``config_file`` (``path[:preset]``)."""
     import importlib.util
 
     path = config_file.split(":", 1)[0]
@@ -159,7 +196,7 @@ def main(argv: list[str]) -> int:
         fv(argv)
         if fv.config is None or not fv.sweep or not fv.workdir:
             raise ConfigError("--config, --sweep and --workdir are required")
-        sweep = _get_sweep(config_flags.get_config_filename(fv["config"]), fv.sweep)
+        sweep = load_sweep(config_flags.get_config_filename(fv["config"]), fv.sweep)
         enable_compilation_cache()
         path = run_sweep(fv.config, sweep, fv.workdir)
     except (flags.Error, ImsynError, OSError, AttributeError, KeyError) as e:
