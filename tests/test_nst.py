@@ -130,7 +130,7 @@ def test_steps_compile_once_across_weights(weights, content, style):
         step = jax.jit(chex.assert_max_traces(nst.build_step(static), n=1))
         x, state = x0, nst.init_state(static, x0)
         for sw in (1e3, 1e5, 1e7):  # a style-weight sweep reuses the compiled step
-            targets = {**targets, "weights": jnp.asarray([1.0, sw, 0.0], jnp.float32)}
+            targets = {**targets, "weights": nst.Weights(*jnp.asarray([1.0, sw, 0.0], jnp.float32))}
             x, state, m = step(x, state, params, targets)
             assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
         assert int(m["evaluations"]) >= (2 if static.optimizer == "lbfgs" else 1)
@@ -230,7 +230,10 @@ def test_bad_options_named(field, value, match):
 def _stylize(capsys, *args):
     from imsyn.__main__ import main
 
-    rc = main(["stylize", *map(str, args)])
+    try:
+        rc = main(["stylize", *map(str, args)])
+    except SystemExit as e:  # refused while parsing the command line
+        rc = e.code
     return rc, capsys.readouterr().err
 
 
@@ -262,7 +265,12 @@ def test_stylize_cli_writes_image_and_json(tmp_path, capsys, photo, monkeypatch)
     "extra,match",
     [
         (["--steps", "0"], "steps"),
-        (["--style-weight", "-5"], "style_weight"),
+        (["--style-weight", "-5"], "--style-weight: must be a finite number in (0, "),
+        (["--style-weight", "nan"], "--style-weight"),
+        (["--seed", "99999999999999999999"], "--seed: must be an integer in [0, "),
+        (["--size", "1"], "too small for VGG-19's pooling"),
+        (["--size", "200000"], "--size"),
+        (["--lr", "inf"], "--lr"),
         (["--content-layers", "conv_4,conv_99"], "conv_99"),
         (["--weights", "missing.npz"], "missing.npz"),
         (["--style-blend", "1", "2"], "style-blend"),
@@ -276,6 +284,34 @@ def test_stylize_cli_bad_input_exit_2(tmp_path, capsys, photo, extra, match):
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and match in err, err
     assert not out.exists() and not (tmp_path / "o.png.json").exists()
+
+
+def test_stylize_cli_refuses_outputs_before_computing(tmp_path, capsys, photo, monkeypatch):
+    from imsyn import nst as lib
+
+    c = tmp_path / "c.png"
+    write_image(c, photo[::16, ::16])
+    calls = []
+    monkeypatch.setattr(lib, "style_transfer", lambda *a, **k: calls.append(1))
+    (tmp_path / "folder.png").mkdir()
+    rc, err = _stylize(capsys, c, c, "--out", tmp_path / "folder.png", "--steps", "2")
+    assert rc == 2 and "is a directory" in err and len(err.strip().splitlines()) == 1
+    rc, err = _stylize(capsys, c, c, "--out", c, "--steps", "2")  # the content image itself
+    assert rc == 2 and "overwrite the input" in err
+    (tmp_path / "o.png.json").mkdir()  # the sidecar's path is a folder
+    rc, err = _stylize(capsys, c, c, "--out", tmp_path / "o.png", "--steps", "2")
+    assert rc == 2 and "is a directory" in err
+    assert not calls  # refused before any optimisation
+
+
+def test_size_and_memory_rules_in_library(weights):
+    with pytest.raises(InputError, match="too small for VGG-19's pooling"):
+        lib_img = np.full((2, 2, 3), 0.5, np.float32)
+        nst.style_transfer(lib_img, lib_img, weights, options=nst.Options(steps=1))
+    with pytest.raises(InputError, match="GiB"):
+        nst.check_memory((200000, 200000))
+    with pytest.raises(InputError, match="seed must be an integer"):
+        nst.Options(seed=2**63).validated()
 
 
 def test_stylize_cli_unreadable_image_exit_2(tmp_path, capsys):

@@ -16,23 +16,35 @@ from pathlib import Path
 
 from imsyn.errors import InputError
 
+MIN_SIZE, MAX_SIZE = 16, 16384  # VGG-19 pools 4 times before conv5_4
 
-def _floats(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+def _size(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not MIN_SIZE <= v <= MAX_SIZE:
+        raise ValueError
+    return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from imsyn import nst
+    from imsyn import nst, validate
 
     d = nst.Options()
+    R = {k: validate.arg(f) for k, f in nst.RULES.items()}
+    _floats = validate.arg(validate.number(min=0, max=nst.MAX_WEIGHT, open_min=True))
+    size = validate.custom(
+        _size,
+        f"an integer in [{MIN_SIZE}, {MAX_SIZE}] (smaller images are too small for "
+        "VGG-19's pooling)",
+    )
     parser.add_argument("content", metavar="CONTENT", help="content image")
     parser.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s)")
     parser.add_argument("--out", required=True, metavar="O", help="result image (.png, .jpg, ...)")
-    parser.add_argument("--size", type=int, default=None, help="longer side of the result (px)")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps ({d.steps})")
+    parser.add_argument(
+        "--size", type=validate.arg(size), default=None, help="longer side of the result (px)"
+    )
+    parser.add_argument(
+        "--steps", type=R["steps"], default=d.steps, help=f"optimizer steps ({d.steps})"
+    )
     parser.add_argument(
         "--weights",
         default=None,
@@ -48,16 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.linesearch,
         help="L-BFGS line search: host-side Armijo backtracking, or optax's in-graph zoom",
     )
-    parser.add_argument("--lr", type=_floats, default=d.lr, help="Adam learning rate")
-    parser.add_argument("--content-weight", type=_floats, default=d.content_weight)
+    parser.add_argument("--lr", type=R["lr"], default=d.lr, help="Adam learning rate")
+    parser.add_argument("--content-weight", type=R["content_weight"], default=d.content_weight)
     parser.add_argument(
         "--style-weight",
-        type=_floats,
+        type=R["style_weight"],
         default=d.style_weight,
         help=f"({d.style_weight:g}) useful range 1e4..1e6 at content weight 1 (any weights file: "
         "the network is normalized to mean activation 1 per layer)",
     )
-    parser.add_argument("--tv-weight", type=_floats, default=d.tv_weight, help="0 = off")
+    parser.add_argument("--tv-weight", type=R["tv_weight"], default=d.tv_weight, help="0 = off")
     parser.add_argument(
         "--content-layers", default=",".join(d.content_layers), help="comma-separated"
     )
@@ -67,14 +79,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--style-fit", choices=nst.STYLE_FITS, default="scale")
     parser.add_argument(
-        "--style-scale", type=_floats, default=1.0, help="style size / content size (fit=scale)"
+        "--style-scale",
+        type=R["style_scale"],
+        default=1.0,
+        help="style size / content size (fit=scale)",
     )
     parser.add_argument("--original-colors", action="store_true", help="keep the content's colours")
     parser.add_argument("--pooling", choices=("max", "avg"), default=d.pooling)
     parser.add_argument("--no-clamp", action="store_true", help="do not clamp to [0, 1] per step")
-    parser.add_argument("--seed", type=int, default=d.seed, help="noise seed")
+    parser.add_argument("--seed", type=R["seed"], default=d.seed, help="noise seed")
     parser.add_argument(
-        "--snapshot-every", type=int, default=0, help="write O_snapshots/step_N.png every N steps"
+        "--snapshot-every",
+        type=R["snapshot_every"],
+        default=0,
+        help="write O_snapshots/step_N.png every N steps",
     )
     parser.add_argument("--remat", action="store_true", help="save memory at large sizes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,18 +100,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imsyn import nst
-    from imsyn.image import IMAGE_SUFFIXES, read_float, write_image, write_json
+    from imsyn.errors import OutputError
+    from imsyn.image import IMAGE_SUFFIXES, read_float, write_image, write_json, write_together
     from imsyn.models import vgg
+    from imsyn.outputs import check_outputs
 
     out = Path(args.out)
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(
             f"{out}: unsupported output format; use one of {', '.join(IMAGE_SUFFIXES)}"
         )
-    if args.size is not None and args.size <= 0:
-        raise InputError(f"--size must be positive, got {args.size}")
-    if args.snapshot_every < 0:
-        raise InputError(f"--snapshot-every must be >= 0, got {args.snapshot_every}")
+    json_path = out.with_name(out.name + ".json")
+    for p in (out, json_path):
+        if p.is_dir():
+            raise OutputError(f"{p}: is a directory; give a file name for the result")
+    inputs = [args.content, *args.styles] + ([args.weights] if args.weights else [])
+    check_outputs([out, json_path], inputs=inputs)
     options = nst.Options(
         content_layers=tuple(s for s in args.content_layers.split(",") if s),
         style_layers=tuple(s for s in args.style_layers.split(",") if s),
@@ -116,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
             f"got {len(args.style_blend)}"
         )
     content = read_float(args.content, mode="rgb")
+    shape = nst.fit_size(content.shape[:2], args.size)
+    nst.check_size(shape, options.content_layers + options.style_layers)
+    nst.check_memory(shape, memory_size=options.memory_size)
     styles = [read_float(s, mode="rgb") for s in args.styles]
     weights = vgg.load_weights(args.weights)
 
@@ -156,13 +181,9 @@ def run(args: argparse.Namespace) -> int:
         "tv_loss": res.tv_loss.tolist(),
         "loss": res.loss.tolist(),
     }
-    json_path = out.with_name(out.name + ".json")
-    write_image(out, res.image)
-    try:
-        write_json(json_path, meta)
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    write_together(
+        {out: lambda tmp: write_image(tmp, res.image), json_path: lambda tmp: write_json(tmp, meta)}
+    )
     print(
         f"wrote {out} ({res.image.shape[1]}x{res.image.shape[0]}, {options.steps} steps, "
         f"style {res.style_loss[0]:.4g} -> {res.style_loss[-1]:.4g}, weights: {weights.source}, "
