@@ -620,3 +620,30 @@ def test_alpha_source_blends_into_rgb_target(pair, tmp_path, capsys, mode):
     status, err, _ = cli(capsys, *_blend({**pair, "s": tmp_path / "alpha.png"}, out))
     assert status == 0, err
     assert image.read_image(out).shape == (24, 24, 3)
+
+
+# --------------------------------------------------------------------------- convert-weights
+
+
+def test_convert_weights_bad_files_are_one_line(tmp_path, capsys):
+    from imsyn.__main__ import main as imsyn_main
+
+    folder = tmp_path / "weights.h5"
+    folder.mkdir()
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a state dict")
+    same = tmp_path / "w.npz"
+    same.write_bytes(b"x")
+    cases = [
+        ([str(folder), "--out", str(tmp_path / "o.npz")], "is a directory"),
+        ([str(empty), "--out", str(tmp_path / "o.npz")], "not a readable HDF5 file"),
+        ([str(text), "--out", str(tmp_path / "o.npz")], "not a readable torchvision state dict"),
+        ([str(same), "--out", str(same)], "would overwrite the input"),
+    ]
+    for argv, needle in cases:
+        assert imsyn_main(["convert-weights", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o.npz").exists() and same.read_bytes() == b"x"

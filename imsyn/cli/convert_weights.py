@@ -28,10 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imsyn.models import vgg
+    from imsyn.outputs import check_outputs
 
-    out = Path(args.out)
+    src, out = Path(args.input), Path(args.out)
+    if src.is_dir():
+        raise InputError(f"{src}: is a directory, not a weights file")
     if out.suffix.lower() != ".npz":
         raise InputError(f"{out}: the output must be an .npz file")
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; give the .npz file to write")
+    check_outputs([out], inputs=[src])
     vgg.convert_weights(args.input, out, fmt=args.format)
     print(
         f"wrote {out} (VGG-19, 16 conv layers, from {Path(args.input).name}, with the "
