@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--style-weight",
         type=R["style_weight"],
         default=d.style_weight,
-        help=f"({d.style_weight:g}) useful range 1e4..1e6 at content weight 1 (any weights file: "
+        help=f"({d.style_weight:.0e}) useful range 1e4..1e6 at content weight 1 (any weights file: "
         "the network is normalized to mean activation 1 per layer)",
     )
     parser.add_argument("--tv-weight", type=R["tv_weight"], default=d.tv_weight, help="0 = off")

@@ -622,8 +622,13 @@ def load_weights(
     w = read_weights(path)
     if normalize and not w.normalized:
         if w.scales is None:
+            st = Path(path).stat()
+            key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+            if key in _MEASURED:  # measured before in this process
+                return _normalize(w._replace(scales=_MEASURED[key]))
             t0 = time.perf_counter()
             w = w._replace(scales=activation_means(w))
+            _MEASURED[key] = w.scales
             if not quiet:
                 hint = (
                     "convert it once with `python -m imsyn convert-weights` (or "
@@ -639,6 +644,7 @@ def load_weights(
 
 
 _normalize = normalize  # load_weights' keyword shadows the function
+_MEASURED: dict[tuple, tuple[float, ...]] = {}  # (path, size, mtime) -> measured scales
 
 
 # ---------------------------------------------------------------- forward
