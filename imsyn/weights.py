@@ -93,6 +93,7 @@ NETWORKS: dict[str, Network] = {
             licence="CC BY 4.0 (VGG authors, Oxford VGG)",
             converter="imsyn.models.vgg:convert_weights",
             used_by="A4 style transfer (stylize, configs/nst.py), A5 perceptual loss",
+            version=2,  # 2: the per-layer normalization scales are stored in the .npz
         ),
         Network(
             name="inception_fid",

@@ -647,3 +647,22 @@ def test_convert_weights_bad_files_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "o.npz").exists() and same.read_bytes() == b"x"
+
+
+def test_convert_weights_refuses_non_finite_values(tmp_path, capsys):
+    """NaN weights fail the same way through the library and the CLI, and nothing is written."""
+    from imsyn.__main__ import main as imsyn_main
+    from imsyn.models import vgg
+
+    w = vgg.random_weights()
+    kernels = list(w.kernels)
+    kernels[3] = kernels[3].copy()
+    kernels[3][0, 0, 0, 0] = np.nan
+    bad = tmp_path / "bad.npz"
+    vgg.save_weights(w._replace(kernels=tuple(kernels)), bad)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        vgg.read_weights(bad)
+    assert imsyn_main(["convert-weights", str(bad), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "NaN or infinite" in err
+    assert not (tmp_path / "o.npz").exists()

@@ -224,6 +224,11 @@ def _check_arrays(kernels, biases, *, layout: str, names: Sequence[str], path) -
                 f"{tuple(k.shape)} / bias {tuple(b.shape)} after conversion, expected "
                 f"(3, 3, {cin}, {cout}) / ({cout},): not VGG-19 weights"
             )
+        if not (np.all(np.isfinite(k)) and np.all(np.isfinite(b))):
+            raise InputError(
+                f"{path}: {layout} layer {name} (VGG-19 conv {i + 1}) holds NaN or infinite "
+                "values: not usable weights"
+            )
 
 
 def from_torchvision_state_dict(state: dict, *, path="state dict") -> VGGWeights:
