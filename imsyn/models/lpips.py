@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imsyn.errors import InputError
+from imsyn.models.vgg import conv_shapes
 
 NAME = "lpips_vgg16_v0.1"  #: recorded next to every LPIPS value
 FORMAT_TAG = "imsyn-lpips-vgg16-v0.1"
@@ -59,16 +60,7 @@ TAP_CONVS = (1, 3, 6, 9, 12)  # 0-based conv index whose ReLU is tapped
 TAP_CHANNELS = (64, 128, 256, 512, 512)
 
 
-def _conv_shapes() -> list[tuple[int, int]]:
-    shapes, cin = [], 3
-    for c in CFG:
-        if c != "M":
-            shapes.append((cin, c))
-            cin = c
-    return shapes
-
-
-CONV_SHAPES = _conv_shapes()  # (C_in, C_out) of the 13 convolutions
+CONV_SHAPES = conv_shapes(CFG)  # (C_in, C_out) of the 13 convolutions
 
 
 class LPIPSWeights(NamedTuple):

@@ -191,16 +191,18 @@ class VGGWeights(NamedTuple):
         return {"kernels": list(self.kernels), "biases": list(self.biases)}
 
 
-def _expected_shapes() -> list[tuple[int, int]]:
+def conv_shapes(cfg=None) -> list[tuple[int, int]]:
+    """``(C_in, C_out)`` of every convolution of a VGG configuration (channels, "M" = pool);
+    VGG-19's by default (LPIPS uses it for VGG-16)."""
     shapes, cin = [], 3
-    for c in CFG:
+    for c in CFG if cfg is None else cfg:
         if c != "M":
             shapes.append((cin, c))
             cin = c
     return shapes
 
 
-EXPECTED_SHAPES = _expected_shapes()  # (C_in, C_out) of the 16 convs
+EXPECTED_SHAPES = conv_shapes()  # (C_in, C_out) of the 16 convs
 
 
 def random_weights(seed: int = 0) -> VGGWeights:
