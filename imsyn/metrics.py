@@ -279,25 +279,39 @@ class InceptionFeatures:
             lambda chunk: self._features(self.params, chunk, variant=self.variant),
             images,
             self.batch_size,
+            desc=f"{self.name} features",
         )
 
 
-def _batched(fn, images, bs: int) -> jax.Array:
+PROGRESS_MIN_IMAGES = 128  #: calls on at least this many images show a progress line
+
+
+def _batched(fn, images, bs: int, *, desc: str = "") -> jax.Array:
     """``fn`` over ``images`` float32[N,H,W,3] in chunks of ``bs``, padding the last chunk
-    so that every call has one compiled shape."""
+    so that every call has one compiled shape; with ``desc``, long calls show progress."""
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise InputError(f"expected images float32[N,H,W,3] in [-1,1], got {images.shape}")
     if len(images) == 0:
         raise InputError("expected at least one image, got none")
+    from imsyn.progress import Progress
+
     bs = min(bs, len(images))
     out = []
+    bar = Progress(
+        len(images),
+        desc=desc,
+        unit="img",
+        enabled=bool(desc) and len(images) >= PROGRESS_MIN_IMAGES,
+    )
     for i in range(0, len(images), bs):
         chunk = images[i : i + bs]
         pad = bs - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
         out.append(np.asarray(fn(chunk))[: bs - pad])
+        bar.update(len(chunk) - pad)
+    bar.close()
     return jnp.asarray(np.concatenate(out))
 
 

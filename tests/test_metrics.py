@@ -194,3 +194,16 @@ def test_fid_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys, rng):
         rc, out, err = _fid_cli(args, capsys)
         assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1, (args, err)
         assert match in err, (match, err)
+
+
+def test_long_feature_extraction_shows_progress(capsys):
+    """Feature extraction over many images reports progress (rate, ETA) on stderr."""
+    from imsyn.metrics import PROGRESS_MIN_IMAGES, _batched
+
+    images = np.zeros((PROGRESS_MIN_IMAGES + 3, 4, 4, 3), np.float32)
+    feats = _batched(lambda x: x.mean(axis=(1, 2)), images, 32, desc="toy features")
+    assert feats.shape == (len(images), 3)
+    err = capsys.readouterr().err
+    assert f"toy features: {len(images)}/{len(images)} (100%)" in err and "img/s" in err
+    _batched(lambda x: x.mean(axis=(1, 2)), images[:8], 32, desc="toy features")
+    assert capsys.readouterr().err == ""  # short calls stay quiet
