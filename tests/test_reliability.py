@@ -666,3 +666,15 @@ def test_convert_weights_refuses_non_finite_values(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "NaN or infinite" in err
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_failed_colorize_creates_no_output_folder(tmp_path, capsys):
+    """When every plate fails, --out-dir is not left behind as an empty folder."""
+    from imsyn.__main__ import main as imsyn_main
+
+    bad = tmp_path / "plate.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "results" / "sub"
+    assert imsyn_main(["colorize", str(bad), "--out-dir", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()

@@ -56,13 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_out_dir(out_dir: Path) -> None:
+    """Refuses an output folder that cannot be written, without creating it (it is created
+    by the first result written, so a run where every plate fails leaves nothing behind)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: output path exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{out_dir}: cannot create output directory ({e.strerror})") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
+    existing = next(p for p in (out_dir.absolute(), *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{out_dir}: cannot create output directory ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{out_dir}: output directory is not writable")
 
 

@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from imsyn.outputs import check_outputs
 
     out = Path(args.out)
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory; give a file name for the result")
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(
             f"{out}: unsupported output format; use one of {', '.join(IMAGE_SUFFIXES)}"
