@@ -14,8 +14,11 @@ Cases (the course configurations):
 PyTorch runs the same computation where the repo has one (the reference nets and steps of
 ``benchmarks/gan_step.py`` and ``TorchNST`` of ``benchmarks/nst.py``, imported, moved to
 CUDA) and torch with CUDA is installed; ``ratio`` = imsyn rate / PyTorch rate (> 1: imsyn is
-faster). Poisson and colorize have no PyTorch reference. Dtypes: float32 only — imsyn's steps
-and solvers have no dtype option yet (the JSON says so). Each case runs warm-up steps (the
+faster). Poisson and colorize have no PyTorch reference. Dtypes: the GAN steps and NST run in
+float32 and in bfloat16 (mixed precision: ``dtype="bfloat16"``, bf16 compute with float32
+parameters, optimizer state and losses; ``imsyn_bfloat16`` / ``imsyn_<ls>_bfloat16`` and
+``bf16_speedup`` = bf16 rate / float32 rate); ``ratio`` compares imsyn float32 with PyTorch
+float32. Poisson and colorize are float32 only. Each case runs warm-up steps (the
 first one's time, mostly compilation, is reported) and then timed steps for about
 ``--seconds`` (at least ``--min-steps``); the whole script stays well under 8 minutes on one
 GPU. Data are synthetic (the device machine has no ``../shared/data``).
@@ -52,9 +55,12 @@ def bench_module(name: str):
     return sys.modules[key]
 
 
+DTYPES = ("float32", "bfloat16")
 DTYPES_NOTE = (
-    "float32 only: the CycleGAN and DCGAN steps, nst, poisson and align have no dtype option yet "
-    "(the layers accept bfloat16 inputs, the training steps cast batches to float32)"
+    "cyclegan*, dcgan64 and nst512 run in float32 and bfloat16 (config.dtype / Options.dtype: "
+    "bf16 compute, float32 parameters, optimizer state and losses); ratio = imsyn float32 / "
+    "PyTorch float32, bf16_speedup = imsyn bfloat16 / imsyn float32; poisson and colorize are "
+    "float32 only"
 )
 
 # name -> settings; "smoke" is the tiny CPU variant of the same code path.
@@ -132,22 +138,93 @@ def _images(rng, batch: int, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- cases
 
 
+def _jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim, dtype):
+    """``benchmarks/gan_step.py``'s ``jax_cyclegan`` (the same nets and step) in ``dtype``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from imsyn import gan, models
+
+    r = nnx.Rngs(0)
+    gen = models.get("cycle_resnet")
+    dis = models.get({"patch": "patch_discriminator", "patch70": "patch70_discriminator"}[disc])
+    nets = [gen(conv_dim=conv_dim, n_blocks=n_blocks, rngs=r) for _ in range(2)]
+    nets += [dis(conv_dim=conv_dim, rngs=r) for _ in range(2)]
+    opt = optax.adam(2e-4, 0.5, 0.999)
+    state = gan.init_cyclegan_state(gan.CycleGAN(*nets), opt, opt)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = gan.make_cyclegan_step(defs, opt, opt, loss="lsgan", lambda_cycle=10.0, dtype=dtype)
+    b = {"x": jnp.asarray(xa), "y": jnp.asarray(xb)}
+    fn = jax.jit(step, donate_argnums=0)
+    holder = {"state": state, "i": 0}
+
+    def run():
+        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
+        holder["i"] += 1
+        return m
+
+    return nets, run, jax.block_until_ready
+
+
+def _jax_dcgan(size, batch, xa, conv_dim, dtype):
+    """``benchmarks/gan_step.py``'s ``jax_dcgan`` (``DCGANTask.train_step``) in ``dtype``."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from imsyn.tasks.dcgan import DCGANTask, graphdefs
+
+    spec = importlib.util.spec_from_file_location(
+        "imsyn_bench_dcgan_cfg", ROOT / "configs/dcgan.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg = mod.get_config()
+    cfg.update(image_size=size, batch_size=batch, diffaug="", conv_dim=conv_dim, dtype=dtype)
+    task = DCGANTask(cfg)
+    state = task.init_state(cfg, jax.random.key(0))
+    g_def, d_def = graphdefs(cfg)
+    nets = (nnx.merge(g_def, state["g"]), nnx.merge(d_def, state["d"]), cfg.conv_dim)
+    fn = jax.jit(task.train_step, donate_argnums=0)
+    b = {"image": jnp.asarray(xa)}
+    holder = {"state": state, "i": 0}
+
+    def run():
+        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
+        holder["i"] += 1
+        return m
+
+    return nets, run, jax.block_until_ready
+
+
 def case_gan(c: dict, opts, device) -> dict:
     gan_step = bench_module("gan_step")
     rng = np.random.default_rng(0)
     xa, xb = _images(rng, c["batch"], c["size"]), _images(rng, c["batch"], c["size"])
     size, batch, dim = c["size"], c["batch"], c["conv_dim"]
-    if c["kind"] == "cyclegan":
-        nets, run, sync = gan_step.jax_cyclegan(size, batch, c["blocks"], c["disc"], xa, xb, dim)
-    else:
-        nets, run, sync = gan_step.jax_dcgan(size, batch, xa, dim)
-    # the PyTorch twin copies the initial weights now (the JAX step donates its state)
+
+    def build(dtype):
+        if c["kind"] == "cyclegan":
+            return _jax_cyclegan(size, batch, c["blocks"], c["disc"], xa, xb, dim, dtype)
+        return _jax_dcgan(size, batch, xa, dim, dtype)
+
+    nets, run, sync = build("float32")
+    # the PyTorch twin (float32) copies the initial weights now (the JAX step donates its state)
     tdev = device or ("cpu" if opts.smoke_torch else None)
     if tdev and c["kind"] == "cyclegan":
         run_t, _, _ = gan_step.torch_cyclegan(nets, c["blocks"], c["disc"], xa, xb, tdev, dim)
     elif tdev:
         run_t, _ = gan_step.torch_dcgan(nets, xa, tdev)
-    out = {"imsyn": measure(run, sync, seconds=opts.seconds, min_steps=opts.min_steps)}
+    out: dict = {}
+    for dtype in DTYPES:
+        if dtype != "float32":
+            _, run, sync = build(dtype)
+        key = "imsyn" if dtype == "float32" else f"imsyn_{dtype}"
+        out[key] = {**measure(run, sync, seconds=opts.seconds, min_steps=opts.min_steps)}
+        out[key]["dtype"] = dtype
+    out["bf16_speedup"] = out["imsyn_bfloat16"]["steps_per_s"] / out["imsyn"]["steps_per_s"]
     if tdev:
         out["torch"] = measure(
             run_t, _torch_sync(tdev), seconds=opts.seconds, min_steps=opts.min_steps
@@ -170,25 +247,35 @@ def case_nst(c: dict, opts, device) -> dict:
     weights = vgg.random_weights(0)
     layers = dict(content_layers=nst_bench.CONTENT_LAYERS, style_layers=nst_bench.STYLE_LAYERS)
     out: dict = {"weights": "random VGG-19 (speed does not depend on the values)"}
-    for ls in ("backtracking", "zoom"):
-        opt = nst.Options(steps=steps, linesearch=ls, **layers)
-        t0 = time.perf_counter()
-        nst.optimize(
-            weights,
-            content=content,
-            styles=[style],
-            options=nst.Options(steps=1, linesearch=ls, **layers),
-            progress=False,
-        )  # fmt: skip  (compiles outside the timing)
-        first = time.perf_counter() - t0
-        res = nst.optimize(weights, content=content, styles=[style], options=opt, progress=False)
-        out[f"imsyn_{ls}"] = {
-            "iterations_per_s": steps / res.seconds,
-            "evaluations_per_s": res.evaluations / res.seconds,
-            "iterations": steps,
-            "evaluations": res.evaluations,
-            "first_call_s": first,
-        }
+    for dtype in DTYPES:
+        for ls in ("backtracking", "zoom"):
+            opt = nst.Options(steps=steps, linesearch=ls, dtype=dtype, **layers)
+            t0 = time.perf_counter()
+            nst.optimize(
+                weights,
+                content=content,
+                styles=[style],
+                options=nst.Options(steps=1, linesearch=ls, dtype=dtype, **layers),
+                progress=False,
+            )  # fmt: skip  (compiles outside the timing)
+            first = time.perf_counter() - t0
+            res = nst.optimize(
+                weights, content=content, styles=[style], options=opt, progress=False
+            )
+            key = f"imsyn_{ls}" if dtype == "float32" else f"imsyn_{ls}_{dtype}"
+            out[key] = {
+                "iterations_per_s": steps / res.seconds,
+                "evaluations_per_s": res.evaluations / res.seconds,
+                "iterations": steps,
+                "evaluations": res.evaluations,
+                "first_call_s": first,
+                "final_loss": float(res.loss[-1]),
+                "dtype": dtype,
+            }
+    out["bf16_speedup"] = {
+        ls: out[f"imsyn_{ls}_bfloat16"]["iterations_per_s"] / out[f"imsyn_{ls}"]["iterations_per_s"]
+        for ls in ("backtracking", "zoom")
+    }
     tdev = device or ("cpu" if opts.smoke_torch else None)
     if tdev:
         ref = _torch_nst(nst_bench.TorchNST, weights, content, style, tdev)
@@ -316,7 +403,7 @@ def main(argv=None) -> int:
         "jax": jax.__version__,
         "python": platform.python_version(),
         "torch": torch_note,
-        "dtypes": ["float32"],
+        "dtypes": list(DTYPES),
         "dtype_note": DTYPES_NOTE,
         "cases": {},
     }

@@ -140,6 +140,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.padding_mode = "reflect"
     c.discriminator = "patch"
     c.spectral_norm = False
+    # compute dtype: "float32", or "bfloat16" (mixed precision: bf16 compute, float32
+    # parameters, optimizer state and losses; docs/training.md "Mixed precision")
+    c.dtype = "float32"
     # objective
     c.loss = "lsgan"
     c.lambda_cycle = 10.0

@@ -102,6 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.conv_dim = 32
     c.norm = "instance"
     c.spectral_norm = False
+    # compute dtype: "float32", or "bfloat16" (mixed precision: bf16 compute, float32
+    # parameters, optimizer state and losses; docs/training.md "Mixed precision")
+    c.dtype = "float32"
     # objective and optimizer
     c.loss = "lsgan"
     c.lr = 2e-4

@@ -96,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.pooling = "max"
     c.memory_size = 10
     c.remat = False
+    c.dtype = "float32"  # or "bfloat16": VGG features in bf16, image/L-BFGS/losses float32
     c.weights = ""  # "" = $IMSYN_VGG19, else the fetched vgg19, else random features
     c.sample_every = 50
     c.sweep = ""

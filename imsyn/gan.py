@@ -29,6 +29,9 @@ an image pool; the colour-statistics baseline and the paired metrics of its eval
     step = jax.jit(gan.make_cyclegan_step(defs, opt, opt, lambda_cycle=10.0))
     state, metrics = step(state, {"x": x, "y": y}, key)      # float32[N, S, S, 3] in [-1, 1]
     y_hat = gan.translate(defs.g_xy, state["g_xy"], x)       # same range
+
+Mixed precision: both steps take ``dtype="bfloat16"`` (bf16 compute; parameters, optimizer
+state, gradients and losses float32; the state is the same pytree in either dtype).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from imsyn import metrics as metrics_lib
 from imsyn.augment import diff_augment, parse_policy
 from imsyn.image import from_network, to_network
 from imsyn.models.dcgan import Z_DIM
+from imsyn.models.layers import apply_in, compute_dtype
 
 GENERATORS = ("dcgan_generator", "style_generator")
 
@@ -118,6 +122,7 @@ def make_dcgan_step(
     *,
     loss: str = "lsgan",
     diffaug: str = "",
+    dtype: str = "float32",
 ) -> Step:
     """The DCGAN training step: one D update then one G update, as a pure function.
 
@@ -132,6 +137,9 @@ def make_dcgan_step(
       opt_g, opt_d: their optimizers.
       loss: "lsgan", "bce" or "hinge" (:data:`imsyn.losses.GAN_LOSSES`).
       diffaug: DiffAugment policy, e.g. "color,translation,cutout" ("" = off).
+      dtype: compute dtype, "float32" or "bfloat16" (mixed precision: the networks run in
+        bfloat16 on bfloat16 noise and images; parameters, optimizer state, gradients,
+        DiffAugment, logits and losses stay float32; see :func:`imsyn.models.layers.apply_in`).
 
     Returns:
       ``step(state, batch, key) -> (state, metrics)``: state as :func:`init_dcgan_state`,
@@ -144,6 +152,7 @@ def make_dcgan_step(
     if loss not in losses.GAN_LOSSES:
         raise ValueError(f"loss must be one of {losses.GAN_LOSSES}, got {loss!r}")
     parse_policy(diffaug)
+    cdt = compute_dtype(dtype)
 
     def augment(x, key):
         return diff_augment(x, key, diffaug) if diffaug else x
@@ -156,9 +165,9 @@ def make_dcgan_step(
         def d_loss_fn(d_params, d_rest, g_state):
             g = nnx.merge(g_def, g_state)
             d = nnx.merge(d_def, d_params, d_rest)
-            fake = jax.lax.stop_gradient(g(jax.random.normal(kz_d, (n, Z_DIM))))
-            real_logits = d(augment(real, ka_r))
-            fake_logits = d(augment(fake, ka_f))
+            fake = jax.lax.stop_gradient(apply_in(g, jax.random.normal(kz_d, (n, Z_DIM)), cdt))
+            real_logits = apply_in(d, augment(real, ka_r), cdt)
+            fake_logits = apply_in(d, augment(fake, ka_f), cdt)
             value = jnp.mean(losses.gan_d_loss(real_logits, fake_logits, kind=loss))
             aux = (nnx.state(d, nnx.Not(nnx.Param)), nnx.state(g), real_logits, fake_logits)
             return value, aux
@@ -173,8 +182,8 @@ def make_dcgan_step(
         def g_loss_fn(g_params, g_rest, d_state):
             g = nnx.merge(g_def, g_params, g_rest)
             d = nnx.merge(d_def, d_state)
-            fake = g(jax.random.normal(kz_g, (n, Z_DIM)))
-            value = jnp.mean(losses.gan_g_loss(d(augment(fake, ka_g)), kind=loss))
+            fake = apply_in(g, jax.random.normal(kz_g, (n, Z_DIM)), cdt)
+            value = jnp.mean(losses.gan_g_loss(apply_in(d, augment(fake, ka_g), cdt), kind=loss))
             return value, (nnx.state(g, nnx.Not(nnx.Param)), nnx.state(d, nnx.Not(nnx.Param)))
 
         g_params, g_rest = nnx.split_state(g_state, nnx.Param, ...)
@@ -421,6 +430,7 @@ def make_cyclegan_step(
     lambda_cycle: float = 10.0,
     lambda_identity: float = 0.0,
     diffaug: str = "",
+    dtype: str = "float32",
 ) -> Step:
     """The CycleGAN training step, as a pure function.
 
@@ -449,6 +459,9 @@ def make_cyclegan_step(
       lambda_cycle: cycle-loss weight (0 removes the cycle passes from the graph).
       lambda_identity: identity-loss weight relative to ``lambda_cycle`` (0 = off).
       diffaug: DiffAugment policy, e.g. "color,translation" ("" = off).
+      dtype: compute dtype, "float32" or "bfloat16" (mixed precision: every network call
+        casts its input to bfloat16 and its output back to float32, so parameters, optimizer
+        state, gradients, the image pool and all losses stay float32).
 
     Returns:
       ``step(state, batch, key) -> (state, metrics)``: state as :func:`init_cyclegan_state`;
@@ -465,6 +478,7 @@ def make_cyclegan_step(
     parse_policy(diffaug)
     lam_cyc, lam_id = float(lambda_cycle), float(lambda_identity)
     graphdefs = defs._asdict()
+    cdt = compute_dtype(dtype)
 
     def augment(x, key):
         return diff_augment(x, key, diffaug) if diffaug else x
@@ -472,7 +486,7 @@ def make_cyclegan_step(
     def run(name, params, rest, x):
         """One network on ``x``: its output and its updated non-parameter state."""
         m = nnx.merge(graphdefs[name], nnx.as_pure(params), nnx.as_pure(rest))
-        return m(x), nnx.state(m, nnx.Not(nnx.Param))
+        return apply_in(m, x, cdt), nnx.state(m, nnx.Not(nnx.Param))
 
     def generate(pg, rest, x, y):
         """The generator passes: {fake_y, fake_x[, rec_x, rec_y][, id_y, id_x]}, new states."""

@@ -30,7 +30,13 @@ after every step. Compiled once per image size and layer set; the loss weights
 are traced arguments, so a style-weight sweep does not recompile.
 
 Numeric knobs follow :data:`RULES` (the same rules check the experiment's config,
-the ``stylize`` options and :meth:`Options.validated`). The experiment driver
+the ``stylize`` options and :meth:`Options.validated`).
+
+Mixed precision: ``Options(dtype="bfloat16")`` computes VGG-19's features in bfloat16
+(:func:`imsyn.models.vgg.features` with ``dtype``), for the targets and for every loss
+evaluation; the image being optimized, the optimizer (L-BFGS history, Adam moments), the
+Gram matrices, the losses and the gradient stay float32 (``docs/nst.md``, "Mixed
+precision", for how closely the loss curves track float32). The experiment driver
 (``train.py``/``eval.py``/sweeps) is :mod:`imsyn.tasks.nst`; this module imports no
 training machinery.
 """
@@ -53,6 +59,7 @@ import optax
 from imsyn import losses, validate
 from imsyn.errors import InputError
 from imsyn.models import vgg
+from imsyn.models.layers import DTYPES
 
 COURSE_CONTENT_LAYERS = ("conv_4",)
 COURSE_STYLE_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
@@ -76,6 +83,7 @@ RULES = {
     "max_linesearch_steps": validate.integer(min=1, max=1000),
     "style_scale": validate.number(min=0, max=100, open_min=True),
     "snapshot_every": validate.integer(min=0, max=MAX_STEPS),
+    "dtype": validate.one_of(*DTYPES),
 }
 
 
@@ -118,6 +126,8 @@ class Options:
         one compiled call; XLA:CPU runs the line search's while-loop body about
         3x slower than the same code outside a loop, so prefer it on GPU/TPU.
       remat: rematerialize VGG activations in the backward pass (large images).
+      dtype: compute dtype of the VGG features, ``"float32"`` or ``"bfloat16"`` (mixed
+        precision: the image, optimizer state, Gram matrices and losses stay float32).
     """
 
     content_layers: tuple[str, ...] = COURSE_CONTENT_LAYERS
@@ -136,6 +146,7 @@ class Options:
     max_linesearch_steps: int = 20
     linesearch: str = "backtracking"
     remat: bool = False
+    dtype: str = "float32"
 
     def validated(self) -> Options:
         """Checks every field; returns a copy with layer names as tuples.
@@ -147,7 +158,7 @@ class Options:
         sl = vgg.check_layers(self.style_layers, what="style layer")
         for name in (
             "content_weight", "style_weight", "tv_weight", "lr", "steps", "seed",
-            "memory_size", "max_linesearch_steps",
+            "memory_size", "max_linesearch_steps", "dtype",
         ):  # fmt: skip
             validate.param(name, getattr(self, name), RULES[name])
         if self.init not in INITS:
@@ -338,10 +349,14 @@ class _Static:
     memory_size: int
     max_linesearch_steps: int
     linesearch: str
+    dtype: str = "float32"
 
 
 def objective(x, vgg_params, targets, *, static: _Static):
     """Weighted NST loss of ``x`` (``float32[1, H, W, 3]``) and its parts.
+
+    The features are computed in ``static.dtype`` and returned float32; Gram matrices,
+    losses (and so the gradient with respect to ``x``) are float32.
 
     ``targets``: ``{"content": {layer: features}, "style": {layer: gram},
     "weights": Weights}`` (float32 scalars); a missing part counts 0.
@@ -358,6 +373,7 @@ def objective(x, vgg_params, targets, *, static: _Static):
         std=static.std,
         pooling=static.pooling,
         remat=static.remat,
+        dtype=None if static.dtype == "float32" else static.dtype,
     )
     zero = jnp.zeros((), jnp.float32)
     c = sum(
@@ -538,9 +554,12 @@ def _iterate_in_graph(static, x, params, targets, steps):
 
 
 @functools.lru_cache(maxsize=16)
-def _feature_fn(layers, mean, std, pooling):
+def _feature_fn(layers, mean, std, pooling, dtype="float32"):
+    dt = None if dtype == "float32" else dtype
     return jax.jit(
-        lambda p, x: vgg.features(p, x, layers=layers, mean=mean, std=std, pooling=pooling)
+        lambda p, x: vgg.features(
+            p, x, layers=layers, mean=mean, std=std, pooling=pooling, dtype=dt
+        )
     )
 
 
@@ -601,6 +620,7 @@ def build_problem(weights, content, styles, style_blend, shape, options) -> Prob
         memory_size=options.memory_size,
         max_linesearch_steps=options.max_linesearch_steps,
         linesearch=options.linesearch if options.optimizer == "lbfgs" else "",
+        dtype=options.dtype,
     )
     if not static.content_layers and not static.style_layers:
         raise InputError("nothing to optimize: the content and style layer lists are empty")
@@ -610,10 +630,12 @@ def build_problem(weights, content, styles, style_blend, shape, options) -> Prob
     params = jax.tree.map(jnp.asarray, weights.params)
     targets: dict[str, Any] = {"content": {}, "style": {}}
     if static.content_layers:
-        fn = _feature_fn(static.content_layers, static.mean, static.std, static.pooling)
+        fn = _feature_fn(
+            static.content_layers, static.mean, static.std, static.pooling, static.dtype
+        )
         targets["content"] = dict(fn(params, jnp.asarray(content)[None]))
     if static.style_layers:
-        fn = _feature_fn(static.style_layers, static.mean, static.std, static.pooling)
+        fn = _feature_fn(static.style_layers, static.mean, static.std, static.pooling, static.dtype)
         grams = {k: 0.0 for k in static.style_layers}
         for b, s in zip(blend, styles, strict=True):
             feats = fn(params, jnp.asarray(s)[None])

@@ -184,3 +184,85 @@ def test_accelerator_poisson_solve_has_no_fusion_barriers(platform):
     assert got["conditionals"] == 0, got
     cpu = stats(solve.lower(*args, **kwargs).as_text())
     assert cpu["conditionals"] >= 6, cpu  # the multigrid stages keep their CPU boundaries
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def _conv_dtypes(text: str) -> collections.Counter:
+    """Element types of the convolutions' operands (lhs, rhs) in a StableHLO module."""
+    module = ir.Module.parse(text, context=jax_mlir.make_ir_context())
+    out = collections.Counter()
+    for o in _walk(module.operation, []):
+        if o.name == "stablehlo.convolution":
+            lhs, rhs = (str(ir.RankedTensorType(v.type).element_type) for v in o.operands[:2])
+            out[lhs, rhs] += 1
+    return out
+
+
+def _bf16_dcgan_step():
+    import optax
+
+    from imsyn import gan
+
+    g, d = gan.make_dcgan(image_size=32, conv_dim=8, key=jax.random.key(0))
+    opt = optax.adam(2e-4, b1=0.5)
+    step = gan.make_dcgan_step(nnx.graphdef(g), nnx.graphdef(d), opt, opt, dtype="bfloat16")
+    batch = {"image": jnp.zeros((2, 32, 32, 3), jnp.float32)}
+    return step, (gan.init_dcgan_state(g, d, opt, opt), batch, jax.random.key(1))
+
+
+def _bf16_cyclegan_step():
+    import optax
+
+    from imsyn import gan
+
+    # g_conv_dim 64: 128-channel residual blocks, which take Winograd on the CPU
+    nets = gan.make_cyclegan(
+        image_size=16, g_conv_dim=64, d_conv_dim=16, n_blocks=1, key=jax.random.key(0)
+    )
+    opt = optax.adam(2e-4, b1=0.5)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = gan.make_cyclegan_step(defs, opt, opt, lambda_identity=0.5, dtype="bfloat16")
+    x = jnp.zeros((2, 16, 16, 3), jnp.float32)
+    return step, (gan.init_cyclegan_state(nets, opt, opt), {"x": x, "y": x}, jax.random.key(1))
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize(
+    "build", [_bf16_cyclegan_step, _bf16_dcgan_step], ids=["cyclegan", "dcgan"]
+)
+def test_accelerator_bf16_step_has_only_bf16_plain_convolutions(build, platform):
+    # The whole mixed-precision training step (forward, backward, Adam), lowered for an
+    # accelerator: every convolution (forward and gradients) takes bf16 operands, and none of
+    # the CPU kernels (GEMM/Winograd gradients, fusion barriers) is left.
+    step, args = build()
+    exp = jax.export.export(jax.jit(step), platforms=(platform,))(*args)
+    text = exp.mlir_module()
+    got = stats(text)
+    assert got["conditionals"] == 0 and got["while"] == 0, got
+    assert got["dot_generals"] == 0, got
+    dtypes = _conv_dtypes(text)
+    assert set(dtypes) == {("bf16", "bf16")}, dtypes
+    assert sum(dtypes.values()) == got["convolutions"] > 0
+    # parameters and optimizer state stay float32 in the step's output
+    out = jax.eval_shape(step, *args)[0]
+    assert {str(a.dtype) for a in jax.tree.leaves(out)} <= {"float32", "int32"}
+
+
+def test_accelerator_bf16_nst_objective_has_bf16_convolutions():
+    weights = vgg.random_weights(0)
+    img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    problem = nst.build_problem(weights, img, [img], None, None, nst.Options(dtype="bfloat16"))
+
+    def loss(x, params, targets):
+        return nst.objective(x, params, targets, static=problem.static)[0]
+
+    args = (jnp.asarray(img)[None], problem.params, problem.targets)
+    exp = jax.export.export(jax.jit(jax.value_and_grad(loss)), platforms=("cuda",))(*args)
+    dtypes = _conv_dtypes(exp.mlir_module())
+    assert set(dtypes) == {("bf16", "bf16")}, dtypes
+    got = stats(exp.mlir_module())
+    # Gram matrices stay float32 (one product forward, two backward per style layer)
+    assert got["dot_generals"] == 3 * len(nst.COURSE_STYLE_LAYERS), got
+    assert exp.out_avals[1].dtype == jnp.float32  # the image's gradient

@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write O_snapshots/step_N.png every N steps",
     )
     parser.add_argument("--remat", action="store_true", help="save memory at large sizes")
+    parser.add_argument(
+        "--dtype",
+        choices=nst.DTYPES,
+        default=d.dtype,
+        help="compute dtype of the VGG features (bfloat16: mixed precision; the image, "
+        "optimizer and losses stay float32)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -133,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         seed=args.seed,
         remat=args.remat,
+        dtype=args.dtype,
     ).validated()
     if args.style_blend is not None and len(args.style_blend) != len(args.styles):
         raise InputError(

@@ -21,6 +21,12 @@ the code here (no Winograd GEMMs, no conditionals; ``tests/test_accelerator_expo
 on the CPU the compiled program is the one imsyn compiled before the switch existed.
 Gradients flow through the switch as through ``lax.switch`` (each lowering keeps the
 gradient of its own branch).
+
+Precision: the kernels here compute in float32. A bfloat16 (or float16) input is upcast,
+convolved in float32 and the result rounded back to the input's dtype (:func:`conv2d`,
+:func:`upconv3x3_x2`), so a mixed-precision program runs on the CPU too; XLA:CPU has no fast
+bfloat16 GEMMs and Winograd's transform constants (1/6, 1/24) do not survive bfloat16.
+Accelerators never see this: their branch is the plain bfloat16 convolution.
 """
 
 from __future__ import annotations
@@ -108,8 +114,26 @@ def _conv_fwd_impl(x, w, stride, padding):
     return y[:, eh // sh : eh // sh + oh, ew // sw : ew // sw + ow]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _in_float32(fn, x: jax.Array, *args):
+    """``fn(x, *args)`` with floating arrays upcast to float32, the result cast to ``x.dtype``
+    (nothing is cast when ``x`` is float32: the float32 program is unchanged)."""
+    if x.dtype == jnp.float32:
+        return fn(x, *args)
+    up = [a.astype(jnp.float32) if isinstance(a, jax.Array) else a for a in (x, *args)]
+    return fn(*up).astype(x.dtype)
+
+
 def conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
+    """2-D convolution ``[N, H, W, I] * [kh, kw, I, O] -> [N, H', W', O]`` (NHWC, HWIO).
+
+    :func:`_conv2d` in float32; another floating ``x`` (bfloat16) is upcast with ``w``, and
+    the result (and, by autodiff of the casts, the input gradient) is rounded to ``x.dtype``.
+    """
+    return _in_float32(lambda x, w: _conv2d(x, w, stride, padding), x, w)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv2d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
     """2-D convolution ``float32[N, H, W, I] * [kh, kw, I, O] -> [N, H', W', O]`` (NHWC, HWIO).
 
     The same numbers as ``lax.conv_general_dilated(x, w, stride, padding)`` with explicit zero
@@ -378,7 +402,7 @@ def _kernel_grad_s1(xp, dy, kh, kw):
     return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
 
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 def upconv3x3_x2(x, kernel, *, reflect: bool):
@@ -392,8 +416,13 @@ def upconv3x3_x2(x, kernel, *, reflect: bool):
     duplicated pixel summed. Same result without materialising the 4x larger upsampled input
     and with 16/36 of the multiply-adds. Wide outputs: four 2x2 convs; narrow ones (e.g. 3
     RGB channels, where a GEMM with 3 columns is slow on the CPU): one 3x3 conv with 4x the
-    outputs (zeros where a phase does not read).
+    outputs (zeros where a phase does not read). A bfloat16 ``x`` is computed in float32 and
+    the result rounded to bfloat16.
     """
+    return _in_float32(partial(_upconv3x3_x2, reflect=reflect), x, kernel)
+
+
+def _upconv3x3_x2(x, kernel, *, reflect: bool):
     n, h, w, cin = x.shape
     cout = kernel.shape[-1]
     xe = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge" if reflect else "constant")

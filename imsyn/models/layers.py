@@ -18,6 +18,15 @@ What runs where: on a GPU or TPU every convolution is one plain ``lax.conv_gener
 (Winograd, GEMM gradients, sub-pixel up-convs, fusion barriers). The choice is
 ``jax.lax.platform_dependent``, made when the program is lowered, so one traced program
 serves both and an accelerator's lowering contains none of the CPU code.
+
+Mixed precision: every layer computes in the dtype of its input and keeps float32
+parameters. Feed ``bfloat16`` activations and the convolutions run in bfloat16 (kernels and
+biases cast to the input's dtype inside the call, so gradients come back float32 for the
+float32 parameters); normalisation statistics are computed in float32 (:func:`instance_norm`,
+:class:`BatchNorm`) and the normalised activation is cast back. On an accelerator a bfloat16
+convolution is one bfloat16 ``lax.conv_general_dilated``; the CPU kernels compute it in
+float32 and round the result (:func:`imsyn.models.conv_cpu.conv2d`). A float32 input runs
+exactly the float32 program. :data:`DTYPES` names the compute dtypes a config may choose.
 """
 
 from __future__ import annotations
@@ -35,6 +44,29 @@ _DN = ("NHWC", "HWIO", "NHWC")
 INITS = ("pytorch", "dcgan")
 NORMS = ("instance", "batch", "none")
 PADDING_MODES = ("zeros", "reflect")
+#: compute dtypes of ``config.dtype`` / ``--dtype`` (parameters and optimizer state stay float32)
+DTYPES = ("float32", "bfloat16")
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """The ``jnp`` dtype of a :data:`DTYPES` name.
+
+    Raises:
+      ValueError: a name not in :data:`DTYPES`.
+    """
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    return jnp.dtype(name)
+
+
+def apply_in(fn, x: jax.Array, dtype) -> jax.Array:
+    """``fn(x)`` computed in ``dtype``, returned as float32: ``x`` is cast to ``dtype`` on the
+    way in and the output to float32 on the way out (losses stay float32). With a float32
+    ``dtype`` this is exactly ``fn(x)`` (no cast is traced)."""
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return fn(x)
+    return fn(x.astype(dtype)).astype(jnp.float32)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -286,6 +318,17 @@ class InstanceNorm(nnx.Module):
         return instance_norm(x, scale, bias, eps=self.eps)
 
 
+class BatchNorm(nnx.BatchNorm):
+    """``nnx.BatchNorm`` that returns its input's dtype: a bfloat16 activation is normalised
+    in float32 (statistics, running averages and the affine transform) and cast back. On a
+    float32 input it is exactly ``nnx.BatchNorm``."""
+
+    def __call__(self, x: jax.Array, **kwargs) -> jax.Array:
+        if x.dtype == jnp.float32:
+            return super().__call__(x, **kwargs)
+        return super().__call__(x.astype(jnp.float32), **kwargs).astype(x.dtype)
+
+
 class Identity(nnx.Module):
     """Returns its input (the "none" normalisation)."""
 
@@ -297,7 +340,7 @@ def make_norm(kind: str, features: int, *, rngs: nnx.Rngs) -> nnx.Module:
     """Builds a normalisation layer by name.
 
     Args:
-      kind: "instance" (affine :class:`InstanceNorm`), "batch" (``nnx.BatchNorm`` with
+      kind: "instance" (affine :class:`InstanceNorm`), "batch" (:class:`BatchNorm` with
         PyTorch's momentum 0.1 / eps 1e-5; batch statistics in ``.train()`` mode, running
         averages in ``.eval()`` mode) or "none" (:class:`Identity`).
       features: channels.
@@ -309,9 +352,7 @@ def make_norm(kind: str, features: int, *, rngs: nnx.Rngs) -> nnx.Module:
     if kind == "instance":
         return InstanceNorm(features, rngs=rngs)
     if kind == "batch":
-        return nnx.BatchNorm(
-            features, momentum=0.9, epsilon=1e-5, use_running_average=False, rngs=rngs
-        )
+        return BatchNorm(features, momentum=0.9, epsilon=1e-5, use_running_average=False, rngs=rngs)
     if kind == "none":
         return Identity()
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")

@@ -666,6 +666,7 @@ def features(
     std: Sequence[float] = IMAGENET_STD,
     pooling: str = "max",
     remat: bool = False,
+    dtype=None,
 ) -> dict[str, jax.Array]:
     """VGG-19 activations at ``layers`` (a pure function of arrays).
 
@@ -677,9 +678,14 @@ def features(
       pooling: ``"max"`` or ``"avg"`` (2x2, stride 2, floor like PyTorch).
       remat: rematerialize each block's activations in the backward pass
         (``jax.checkpoint``; trades compute for memory at large sizes).
+      dtype: compute dtype (``None`` or float32: the float32 network; ``"bfloat16"``:
+        mixed precision, the normalized input, kernels and biases cast to bfloat16, every
+        convolution one bfloat16 ``lax.conv_general_dilated``; the float32 parameters and
+        input get float32 gradients).
 
     Returns:
-      ``{name: float32[N, h, w, C]}`` for each requested name, as spelled.
+      ``{name: float32[N, h, w, C]}`` for each requested name, as spelled (features
+      computed in bfloat16 are returned cast to float32, for float32 losses).
     """
     layers = check_layers(layers)
     if pooling not in ("max", "avg"):
@@ -691,9 +697,14 @@ def features(
         wanted.setdefault(LAYER_INDEX[name], []).append(name)
     last = max(wanted)
     x = (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+    low = dtype is not None and jnp.dtype(dtype) != x.dtype  # mixed precision
+    if low:
+        x = x.astype(dtype)
     out: dict[str, jax.Array] = {}
 
     def conv(x, k, b):
+        if low:
+            k, b = k.astype(x.dtype), b.astype(x.dtype)
         y = jax.lax.conv_general_dilated(
             x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
@@ -741,7 +752,7 @@ def features(
         tap_pos = [pos for pos, _ in seg if pos in wanted]
         for pos, t in zip(tap_pos, taps, strict=True):
             for name in wanted[pos]:
-                out[name] = t
+                out[name] = t.astype(jnp.float32) if low else t
     return out
 
 

@@ -11,6 +11,10 @@ Config: :data:`imsyn.training.loop.COMMON_SCHEMA` (``data`` is domain X) plus
 (unknown fields refused; the memory one step needs is estimated against the device's).
 Data-source options travel in the specs (``emoji:twemoji?category=faces``).
 
+``config.dtype = "bfloat16"`` trains in mixed precision (bfloat16 compute; float32
+parameters, optimizer state, image pool and losses; :func:`imsyn.gan.make_cyclegan_step`);
+evaluation translates with the float32 generators.
+
 Training state: see :func:`imsyn.gan.init_cyclegan_state` (``nnx.State`` of the four
 networks, two optax states, the image pool when ``pool_size`` > 0).
 
@@ -44,7 +48,7 @@ from flax import nnx
 from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
 from imsyn.image import from_network, make_grid, to_float, to_network, write_image
-from imsyn.models.layers import NORMS
+from imsyn.models.layers import DTYPES, NORMS
 from imsyn.runtime import available_bytes
 from imsyn.training import loop
 from imsyn.validate import boolean, custom, existing_file, integer, number, one_of, string
@@ -77,6 +81,7 @@ SCHEMA = {
     "features": one_of(*metrics.NAMES),
     "features_path": existing_file(),
     "fid_max_images": custom(_fid_images, "0 (all test images) or an integer >= 2"),
+    "dtype": one_of(*DTYPES),
 }
 
 
@@ -259,6 +264,9 @@ def arch(config) -> dict:
 
     ``state_format`` marks the ``nnx.State`` layout of :func:`imsyn.gan.init_cyclegan_state`:
     checkpoints of the earlier layout (nested ``{"params", "rest"}`` dicts) are refused.
+    ``config.dtype`` is not recorded: parameters, optimizer state and the image pool are
+    float32 in either dtype, so a run may be resumed in the other one (a run's dtype is in
+    its ``config.json`` and in ``eval/metrics.json``).
     """
     return {
         "model": "cyclegan",
@@ -322,6 +330,7 @@ def make_step(config) -> gan.Step:
         lambda_cycle=float(config.lambda_cycle),
         lambda_identity=float(config.lambda_identity),
         diffaug=config.diffaug,
+        dtype=config.get("dtype", "float32"),
     )
 
 
@@ -523,6 +532,7 @@ def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> 
             else lpips_lib.UNAVAILABLE
         )
     result["features"] = extractor.name
+    result["dtype"] = config.get("dtype", "float32")  # of training; translations are float32
     result["features_resize"] = extractor.resize
     note = getattr(extractor, "note", None)
     if note:

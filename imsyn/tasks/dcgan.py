@@ -9,6 +9,10 @@ Config: :data:`imsyn.training.loop.COMMON_SCHEMA` plus :data:`SCHEMA`, checked b
 :func:`validate` before any compute (unknown fields refused). Data-source options travel
 in ``config.data`` (``emoji:twemoji?category=faces``).
 
+``config.dtype = "bfloat16"`` trains in mixed precision (bfloat16 compute, float32
+parameters, optimizer state and losses; :func:`imsyn.gan.make_dcgan_step`); samples and
+evaluation run the float32 generator.
+
 Evaluation writes ``eval/samples.png`` (fixed noise), ``eval/interpolation.png``
 (spherical interpolation between random latents, one row per pair) and returns KID/FID
 of ``eval_samples`` generated images against as many training images, on the features
@@ -32,7 +36,7 @@ from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
 from imsyn.image import make_grid, to_float, to_network, write_image
 from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
-from imsyn.models.layers import NORMS
+from imsyn.models.layers import DTYPES, NORMS
 from imsyn.training import loop
 from imsyn.validate import boolean, existing_file, integer, one_of
 
@@ -52,6 +56,7 @@ SCHEMA = {
     "num_sample_images": integer(min=2),
     "features": one_of(*metrics.NAMES),
     "features_path": existing_file(),
+    "dtype": one_of(*DTYPES),
 }
 
 
@@ -84,7 +89,12 @@ def load_source(config):
 
 
 def arch(config) -> dict:
-    """The architecture fields a checkpoint records (a run of another arch is refused)."""
+    """The architecture fields a checkpoint records (a run of another arch is refused).
+
+    ``config.dtype`` is not one of them: the parameters and optimizer state are float32 in
+    either dtype, so a run may be resumed in the other one (the dtype of a run is in its
+    ``config.json``, and :meth:`DCGANTask.evaluate` records it in ``eval/metrics.json``).
+    """
     out = {
         "model": "dcgan",
         "image_size": config.image_size,
@@ -142,7 +152,15 @@ def make_step(config) -> gan.Step:
     """The pure step ``(state, batch, key) -> (state, metrics)`` of a config."""
     g_def, d_def = graphdefs(config)
     opt = optimizer(config)
-    return gan.make_dcgan_step(g_def, d_def, opt, opt, loss=config.loss, diffaug=config.diffaug)
+    return gan.make_dcgan_step(
+        g_def,
+        d_def,
+        opt,
+        opt,
+        loss=config.loss,
+        diffaug=config.diffaug,
+        dtype=config.get("dtype", "float32"),
+    )
 
 
 def init_state(config, key) -> dict:
@@ -250,6 +268,7 @@ class DCGANTask:
             "features_resize": extractor.resize,
             "num_real": int(n),
             "num_fake": int(n),
+            "dtype": config.get("dtype", "float32"),  # of training; samples are float32
         }
         note = getattr(extractor, "note", None)
         if note:

@@ -98,6 +98,7 @@ SCHEMA = {
     "pooling": one_of("max", "avg"),
     "memory_size": R["memory_size"],
     "remat": boolean(),
+    "dtype": R["dtype"],
     "weights": existing_file(),
     "sample_every": R["snapshot_every"],
     "sweep": one_of("", *SWEEPS),
@@ -167,6 +168,7 @@ def _options(cfg: dict) -> nst.Options:
         seed=cfg["seed"],
         memory_size=cfg["memory_size"],
         remat=cfg["remat"],
+        dtype=cfg["dtype"],
     ).validated()
 
 
@@ -236,6 +238,7 @@ def _final_metrics(res: nst.Result, run: _Run) -> dict:
     s0, s1 = res.style_loss[0], res.style_loss[-1]
     return {
         "mode": run.config["mode"],
+        "dtype": run.options.dtype,
         "weights": res.weights,
         "vgg_normalization": run.weights.normalization,
         "steps": int(len(res.loss) - 1),
