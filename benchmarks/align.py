@@ -12,18 +12,32 @@ Sections (all in one run):
 3. The real plates in ``--data``/prokudin: the same three methods.
 4. First-call compile time in a fresh process, twice with one cache directory: the
    second process must hit JAX's persistent cache.
-5. The whole pipeline (decode a 16-bit TIFF, align, crop, balance, contrast, encode
-   JPEG) on a ~9600x3700 plate after warm-up.
+5. The whole pipeline per plate (decode a 16-bit TIFF, align, compose + crop + white
+   balance + contrast, encode JPEG at quality 95) on a ~9600x3700 plate (``--size``
+   3200: 3 x 3200 x 3700), warm, side by side with the same pipeline built from
+   scikit-image the way a course solution does (:func:`skimage_pipeline`:
+   ``skimage.io.imread``, ``phase_cross_correlation`` at pyramid level 1 and at full
+   resolution, ``np.roll``, fixed border crop, gray world, ``rescale_intensity``, Pillow
+   JPEG at the same quality; ``img_as_float32``, not the course starter's float64
+   ``img_as_float``, which is slower). One input file; each side in a worker process of
+   its own, rounds interleaved after one warm-up round; per stage and total: median
+   (min-max), CPU seconds; the ratio of the medians, of the best rounds and per round.
+   imsyn runs through the CLI's own per-plate function (``imsyn colorize``). The
+   command for this section alone (the ``--json`` file holds every round)::
+
+       python benchmarks/align.py --pipeline --repeats 11 --json pipeline.json
 
 ``--check`` only aligns the real plates and compares them with the consensus in
 ``prokudin/reported_offsets.md`` (exit status 1 if any is off by more than 1 px).
 
     python benchmarks/align.py [--quick] [--check] [--data ../shared/data]
+    python benchmarks/align.py --pipeline --repeats 11 --json pipeline.json   # section 5 only
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -297,52 +311,176 @@ def section_compile(size):
     _table(header, rows)
 
 
-def section_pipeline(height, width, quick):
-    from imsyn import align
-    from imsyn.image import read_image, to_float, write_image
+QUALITY = 95  # JPEG quality on both sides (the CLI's default)
+STAGES = ("decode", "align", "finish", "encode")
 
-    truth = {"g": (49, 24), "r": (107, 41)}
+
+def imsyn_pipeline(src: Path, out_dir: Path):
+    """One plate through ``python -m imsyn colorize`` (in-process: the CLI's own per-plate
+    function, so JSON sidecar and atomic writes included). Stage seconds from its record:
+    decode = read, align = conversion + split + search, finish = compose + crop + balance +
+    contrast, encode = JPEG (+ JSON) write."""
+    from imsyn.cli import colorize as cli
+
+    ap = argparse.ArgumentParser()
+    cli.add_arguments(ap)
+    args = ap.parse_args([str(src), "--out-dir", str(out_dir), "--quality", str(QUALITY)])
+    t = time.perf_counter()
+    _, rec = cli._one(src, args)
+    total = time.perf_counter() - t
+    tm = rec["timings"]
+    stages = {"decode": tm["read"], "align": tm["align"], "finish": tm["finish"],
+              "encode": tm["write"]}  # fmt: skip
+    offsets = {k: tuple(v) for k, v in rec["offsets"].items()}
+    return stages, total, offsets, tuple(rec["image_shape"])
+
+
+def skimage_pipeline(src: Path, out_dir: Path, *, level: int = 1, margin: float = 0.1):
+    """The same pipeline as a course solution builds it with scikit-image.
+
+    ``skimage.io.imread`` + ``img_as_float32``; thirds; ``phase_cross_correlation`` (its
+    defaults: ``upsample_factor=1``, but ``normalization=None``: ``"phase"`` finds (0, 0) on
+    the smooth synthetic plate) on ``downscale_local_mean`` copies at pyramid ``level``
+    (0 = full resolution), offsets scaled back; ``np.roll`` + ``np.dstack``; a fixed
+    ``margin`` border crop; gray-world balance; ``np.percentile`` 0.5/99.5 +
+    ``exposure.rescale_intensity``; ``img_as_ubyte`` + Pillow JPEG at the same quality.
+    """
+    import skimage.io as skio
+    from PIL import Image
+    from skimage import exposure, img_as_float32, img_as_ubyte
+    from skimage.registration import phase_cross_correlation
+    from skimage.transform import downscale_local_mean
+
+    t = [time.perf_counter()]
+    im = img_as_float32(skio.imread(src))
+    t.append(time.perf_counter())
+    h = im.shape[0] // 3
+    b, g, r = im[:h], im[h : 2 * h], im[2 * h : 3 * h]
+    f = 2**level
+    bs = downscale_local_mean(b, (f, f)) if level else b
+    offsets = {}
+    for name, ch in (("g", g), ("r", r)):
+        cs = downscale_local_mean(ch, (f, f)) if level else ch
+        shift = phase_cross_correlation(bs, cs, normalization=None)[0]
+        offsets[name] = tuple(int(round(v)) * f for v in shift)
+    t.append(time.perf_counter())
+    g, r = (np.roll(c, offsets[k], axis=(0, 1)) for k, c in (("g", g), ("r", r)))
+    rgb = np.dstack([r, g, b])
+    my, mx = int(margin * rgb.shape[0]), int(margin * rgb.shape[1])
+    rgb = rgb[my:-my, mx:-mx]
+    means = rgb.mean(axis=(0, 1))
+    rgb = np.clip(rgb * (means.mean() / means), 0, 1)
+    lo, hi = np.percentile(rgb, (0.5, 99.5))
+    rgb = exposure.rescale_intensity(rgb, in_range=(lo, hi), out_range=(0, 1))
+    t.append(time.perf_counter())
+    Image.fromarray(img_as_ubyte(rgb)).save(out_dir / "skimage.jpg", quality=QUALITY)
+    t.append(time.perf_counter())
+    return dict(zip(STAGES, np.diff(t), strict=True)), t[-1] - t[0], offsets, rgb.shape
+
+
+def _spread(xs):
+    return f"{statistics.median(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"
+
+
+def _pipeline_worker(conn, name: str, level: int) -> None:
+    """Runs one side's pipeline on request, in a process of its own (spawned), so neither
+    side's allocations, threads or caches change the state the other runs in."""
+    sys.path.insert(0, str(ROOT))
+    from imsyn.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    fn = imsyn_pipeline if name == "imsyn" else functools.partial(skimage_pipeline, level=level)
+    while (msg := conn.recv()) is not None:
+        c = time.process_time()
+        stages, total, offs, shape = fn(Path(msg[0]), Path(msg[1]))
+        conn.send({"stages": {k: float(v) for k, v in stages.items()}, "total": total,
+                   "cpu": time.process_time() - c, "offsets": offs,
+                   "shape": [int(v) for v in shape]})  # fmt: skip
+
+
+def section_pipeline(height, width, quick, *, repeats=None, peer_levels=(1, 0)):
+    """Both pipelines on one 16-bit TIFF, warm, interleaved rounds; returns the results.
+
+    Each side runs in its own worker process (one warm-up round first); the rounds
+    alternate between them, so load from other jobs falls on both alike."""
+    import multiprocessing
+
     import tifffile
 
+    truth = {"g": (49, 24), "r": (107, 41)}
     plate = synthetic_plate(height, truth, width=width)
+    repeats = repeats or (2 if quick else 7)
+    sides = {"imsyn": 0, **{f"skimage pcc level {lvl}": lvl for lvl in peer_levels}}
+    ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "plate.tif")
         tifffile.imwrite(src, np.rint(plate * 65535).astype(np.uint16))
         del plate
-
-        def pipeline():
-            t, c = [time.perf_counter()], time.process_time()
-            p = to_float(read_image(src))
-            t.append(time.perf_counter())
-            res = align.colorize(p)
-            t.append(time.perf_counter())
-            write_image(Path(tmp, "out.jpg"), res.image)
-            t.append(time.perf_counter())
-            return res, np.diff(t), time.process_time() - c
-
-        pipeline()  # warm-up
-        runs = [pipeline() for _ in range(1 if quick else 3)]
-        res = runs[-1][0]
-        parts = np.median([r[1] for r in runs], axis=0)
-        cpu = float(np.median([r[2] for r in runs]))
-        sub = {}
-        b, g, r = align.split_plate(to_float(read_image(src)))
-        _, sub["align"] = _timed(lambda: imsyn_align(b, g, r), 1 if quick else 3)
-    total = parts.sum()
-    print(f"## 5. Whole pipeline, {3 * height}x{width} 16-bit TIFF plate -> JPEG (warm)\n")
-    _table(
-        ["decode s", "colorize s (align alone)", "encode s", "total s", "total CPU s", "offsets"],
-        [
-            [
-                f"{parts[0]:.3f}",
-                f"{parts[1]:.3f} ({sub['align']:.3f})",
-                f"{parts[2]:.3f}",
-                f"{total:.3f}",
-                f"{cpu:.3f}",
-                res.offsets,
-            ]
-        ],  # fmt: skip
+        workers = {}
+        for name, lvl in sides.items():
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_pipeline_worker, args=(there, name, lvl), daemon=True)
+            proc.start()
+            workers[name] = (here, proc)
+        runs = {k: [] for k in sides}
+        try:
+            for rnd in range(repeats + 1):  # round 0 warms up (compilation, caches)
+                for name, (conn, _) in workers.items():
+                    out = Path(tmp, name.replace(" ", "_"))
+                    out.mkdir(exist_ok=True)
+                    conn.send((str(src), str(out)))
+                    res = conn.recv()
+                    if rnd:
+                        runs[name].append(res)
+        finally:
+            for conn, proc in workers.values():
+                conn.send(None)
+                proc.join(timeout=60)
+    base = runs["imsyn"]
+    base_median = statistics.median(b["total"] for b in base)
+    base_best = min(b["total"] for b in base)
+    result = {"plate": [3 * height, width], "truth": truth, "quality": QUALITY,
+              "repeats": repeats, "load_average": os.getloadavg()[0], "sides": {}}  # fmt: skip
+    rows = []
+    for name, rs in runs.items():
+        totals = [r["total"] for r in rs]
+        paired = [r["total"] / b["total"] for r, b in zip(rs, base, strict=True)]
+        off = rs[-1]["offsets"]
+        err = _err(off, truth)
+        result["sides"][name] = {
+            **{st: [r["stages"][st] for r in rs] for st in STAGES},
+            "total": totals,
+            "cpu": [r["cpu"] for r in rs],
+            "offsets": off,
+            "max_error_px": err,
+            "output_shape": list(rs[-1]["shape"]),
+            "ratio_of_medians": statistics.median(totals) / base_median,
+            "ratio_of_best": min(totals) / base_best,
+            "paired_ratios": paired,
+        }
+        rows.append([name, *(_spread([r["stages"][st] for r in rs]) for st in STAGES),
+                     _spread(totals), f"{statistics.median(r['cpu'] for r in rs):.3f}",
+                     f"{result['sides'][name]['ratio_of_medians']:.2f}x",
+                     f"{result['sides'][name]['ratio_of_best']:.2f}x",
+                     f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})",
+                     f"{err:g}", "x".join(map(str, rs[-1]["shape"][:2]))])  # fmt: skip
+    print(
+        f"## 5. Whole pipeline per plate, {3 * height}x{width} 16-bit TIFF -> JPEG q{QUALITY} "
+        f"(warm; median (min-max) of {repeats} interleaved rounds, wall s)\n"
     )
+    header = ["pipeline", "decode", "align", "compose+crop+balance+contrast", "encode", "total",
+              "CPU s", "vs imsyn", "best vs best", "per round", "max error px",
+              "output"]  # fmt: skip
+    _table(header, rows)
+    print(
+        "Each side in its own worker process. vs imsyn: ratio of the medians; best vs best: "
+        "of the fastest rounds; per round: median (min-max) of the ratios within a round.\n"
+        "imsyn: the CLI's per-plate path (align includes the uint16->float conversion; encode "
+        "includes the JSON sidecar).\nskimage: imread + img_as_float32, phase_cross_correlation "
+        "on downscale_local_mean copies at the level shown, np.roll, 10% border crop, gray "
+        "world, percentile stretch, img_as_ubyte + Pillow.\n"
+    )
+    return result
 
 
 def check(data_dir) -> int:
@@ -387,6 +525,12 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="only check the real plates")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--size", type=int, default=None, help="synthetic channel side (3200)")
+    ap.add_argument("--pipeline", action="store_true", help="only section 5 (whole pipeline)")
+    ap.add_argument("--repeats", type=int, default=None, help="section 5 rounds (7; quick 2)")
+    ap.add_argument(
+        "--peer-levels", default="1,0", help="section 5: pyramid levels of the skimage pipelines"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="write section 5's numbers here")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -400,6 +544,18 @@ def main(argv=None) -> int:
     size = args.size or (1600 if args.quick else 3200)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+
+    def pipeline():
+        levels = tuple(int(v) for v in args.peer_levels.split(","))
+        res = section_pipeline(
+            size, size * 3700 // 3200, args.quick, repeats=args.repeats, peer_levels=levels
+        )
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+
+    if args.pipeline:
+        pipeline()
+        return 0
     section_impls(args.quick)
     section_synthetic(size, args.quick)
     if (args.data / "prokudin").exists():
@@ -408,7 +564,7 @@ def main(argv=None) -> int:
     else:
         print(f"({args.data}/prokudin not found: real-plate sections skipped)\n")
     section_compile(size)
-    section_pipeline(size, size * 3700 // 3200, args.quick)
+    pipeline()
     return 0
 
 

@@ -253,3 +253,46 @@ def test_shift_beyond_the_radius_is_flagged_not_converged(photo):
     res = align.align_channels(*align.split_plate(plate), radius=12)
     assert res.offsets["r"] == (2, 1) and res.peaks["r"].converged
     assert not res.peaks["g"].converged  # the true 30 px lies outside ±12
+
+
+@pytest.mark.parametrize(
+    "balance,contrast", [(True, True), (False, True), (True, False), (False, False)]
+)
+def test_blockwise_colorize_equals_compose_crop_finish(small_base, monkeypatch, balance, contrast):
+    """The fast path (frame test on samples, finishing and quantizing in row blocks, integer
+    plates converted into aligned buffers) gives exactly the pixels of the separate steps."""
+    from imsyn.image import to_uint8, to_uint16
+
+    monkeypatch.setattr(align, "_ROWS", 1000)  # many blocks, a short last one
+    plate = make_plate(small_base, OFFS, h=128, w=128, pad=40, gains=(1.0, 0.8, 0.9))
+    plate[:6] = 0.0  # frames: a crop at the top and on the left
+    plate[256:, -7:] = 1.0
+    b, g, r = align.split_plate(plate)
+    box = align.overlap_box(b.shape, OFFS)
+    img = align.compose(b, g, r, OFFS, box=box)
+    y0, y1, x0, x1 = align.auto_crop(img)
+    want = align._finish(img[y0:y1, x0:x1], balance=balance, contrast=contrast)
+    want_box = (box[0] + y0, box[0] + y1, box[2] + x0, box[2] + x1)
+    kw = dict(balance=balance, contrast=contrast)
+    res = align.colorize(plate, **kw)
+    assert res.crop == want_box and res.crop[0] > box[0] and res.crop[2] > box[2]
+    np.testing.assert_array_equal(res.image, want)
+    u8 = align.colorize(plate, dtype=np.uint8, **kw)
+    np.testing.assert_array_equal(u8.image, to_uint8(want))
+    u16 = align.colorize(plate, dtype=np.uint16, **kw)
+    np.testing.assert_array_equal(u16.image, to_uint16(want))
+    as16 = (plate * 65535).round().astype(np.uint16)  # converted third by third, aligned
+    np.testing.assert_array_equal(
+        align.colorize(as16, **kw).image,
+        align.colorize(as16.astype(np.float32) / 65535, **kw).image,
+    )
+    timings = {}
+    align.colorize(plate, timings=timings)
+    assert set(timings) == {"align", "finish"} and min(timings.values()) > 0
+    with pytest.raises(ValueError, match="dtype"):
+        align.colorize(plate, dtype=np.float64)
+
+
+def test_aligned_buffers_are_read_in_place_by_jax():
+    x = align._aligned_empty((3, 100, 37))
+    assert x.flags.c_contiguous and x.dtype == np.float32 and x.ctypes.data % 64 == 0

@@ -100,3 +100,29 @@ def test_unwritable_out_dir_is_one_line_exit_2(photo, tmp_path):
     assert "cannot create output directory" in p.stderr
     p = _run(tmp_path / "p.png", "--out-dir", blocker)
     assert p.returncode == 2 and "not a directory" in p.stderr
+
+
+def test_outputs_have_the_pixels_of_the_library_float_result(photo, tmp_path):
+    """The CLI quantizes while finishing (colorize(dtype=uint8/uint16)) instead of writing
+    the float image: PNG/TIFF pixels equal to_uint8/to_uint16 of the library's float result,
+    and the JPEG equals Pillow's encoding of those pixels at the same quality."""
+    from imsyn import align
+    from imsyn.image import read_image, to_float, to_uint8, to_uint16, write_image
+
+    plate = _plate(photo)
+    src = tmp_path / "p.tif"
+    tifffile.imwrite(src, np.rint(plate * 65535).astype(np.uint16))
+    want = align.colorize(to_float(tifffile.imread(src))).image
+    for fmt in ("png", "jpg", "tif"):
+        p = _run(src, "--out-dir", tmp_path / fmt, "--format", fmt, "--quality", "90")
+        assert p.returncode == 0, p.stderr
+        got = read_image(tmp_path / fmt / f"p.{fmt}")
+        if fmt == "png":
+            np.testing.assert_array_equal(got, to_uint8(want))
+        elif fmt == "tif":
+            np.testing.assert_array_equal(got, to_uint16(want))
+        else:
+            ref = read_image(write_image(tmp_path / "ref.jpg", want, quality=90))
+            np.testing.assert_array_equal(got, ref)
+        rec = json.loads((tmp_path / fmt / "p.json").read_text())
+        assert set(rec["timings"]) >= {"read", "align", "finish", "write"}

@@ -101,3 +101,37 @@ def test_network_range_and_grid():
     g = image.make_grid(x, ncol=2, pad=1)
     assert g.shape == (1 * (2 + 1) + 1, 2 * (2 + 1) + 1, 3)
     np.testing.assert_allclose(g[1:3, 1:3], x[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blockwise_quantize_equals_the_whole_array_formula(rng, dtype):
+    """to_uint8/to_uint16 work in cache-sized blocks; the result is the float64 formula's."""
+    x = (rng.random((301, 257, 3)) * 1.4 - 0.2).astype(dtype)  # > one block, out of range too
+    x[0, :4, 0] = [0.5, 127.5 / 255, np.nextafter(np.float32(0.5), 1), 1.5 / 255]
+    want8 = np.clip(np.rint(x.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    want16 = np.clip(np.rint(x.astype(np.float64) * 65535.0), 0, 65535).astype(np.uint16)
+    np.testing.assert_array_equal(image.to_uint8(x), want8)
+    np.testing.assert_array_equal(image.to_uint16(x), want16)
+    np.testing.assert_array_equal(image.to_uint8(x[:, ::2]), want8[:, ::2])  # a strided view
+
+
+def test_float_write_gives_the_pixels_of_to_uint8(tmp_path, rng):
+    """A float32 image goes to the quantizer without a clipped copy: same pixels."""
+    x = (rng.random((200, 330, 3)) * 1.2 - 0.1).astype(np.float32)
+    for depth, suffix, conv in ((8, ".png", image.to_uint8), (16, ".tif", image.to_uint16)):
+        p = image.write_image(tmp_path / f"x{suffix}", x, bit_depth=depth)
+        np.testing.assert_array_equal(image.read_image(p), conv(image.to_float(x)))
+
+
+def test_to_float_into_a_given_array(rng):
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        a = rng.integers(0, top + 1, (6, 7), dtype=dtype)
+        want = a.astype(np.float32) / np.float32(top)
+        np.testing.assert_array_equal(image.to_float(a), want)
+        out = np.empty((6, 7), np.float32)
+        assert image.to_float(a, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    f = np.array([[-0.5, 0.25, 2.0]])
+    np.testing.assert_array_equal(
+        image.to_float(f, out=np.empty((1, 3), np.float32)), [[0, 0.25, 1]]
+    )
