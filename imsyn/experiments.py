@@ -33,6 +33,7 @@ EXPERIMENTS = {
     "cyclegan": "imsyn.tasks.cyclegan",
     "nst": "imsyn.tasks.nst",
     "editing": "imsyn.tasks.editing",
+    "writeup": "imsyn.tasks.writeup",
 }
 
 
