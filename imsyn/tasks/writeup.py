@@ -93,11 +93,6 @@ DCGAN_SETTINGS = {
     "deluxe": {"augment": "deluxe", "diffaug": ""},
     "deluxe_diffaug": {"augment": "deluxe", "diffaug": "color,translation,cutout"},
 }
-#: A4 applies style transfer to these results of the page: (experiment, its image)
-OWN_RESULTS = (
-    ("a2/blend", "a2/blend/poisson.png"),
-    ("a3/dcgan_deluxe_diffaug", "a3/dcgan_deluxe_diffaug/eval/samples.png"),
-)
 CYCLEGAN_VARIANTS = {
     "patch_cycle": {"discriminator": "patch"},
     "patch_nocycle": {"discriminator": "patch", "lambda_cycle": 0.0},
@@ -370,7 +365,10 @@ def experiments(config) -> list[Exp]:
                                    content=str(root / "nst" / "content" / c),
                                    style=str(root / "nst" / "style" / s), init=init)  # fmt: skip
                 exps.append(_task_exp(f"a4/grid_{tag}", f"grid {tag}", "nst", cfg, _nst_render))
-    for need, src in OWN_RESULTS:
+    last = _split(a3.dcgan_settings)[-1]  # A4 restyles this page's A2 blend and A3 samples
+    own = (("a2/blend", "a2/blend/poisson.png"),
+           (f"a3/dcgan_{last}", f"a3/dcgan_{last}/eval/samples.png"))  # fmt: skip
+    for need, src in own:
         tag = need.replace("/", "_")
         cfg = _task_config(a4.nst, f"own_{tag}", mode="transfer", style=style)
         exps.append(Exp(f"a4/own_{tag}", f"style transfer on {src}", "nst",
