@@ -18,7 +18,7 @@ Presets:
   2-core CPU (README: the measured time).
 * default: the course's sizes and schedules (grumpy-cat DCGAN at 64 px for 6000 steps,
   CycleGAN on the cats at 64 px for 10000 steps, NST at 512 px with 300 L-BFGS steps, ...),
-  meant for one GPU; the estimated time per section is in ``ESTIMATES`` below and on the page.
+  meant for one GPU (estimated times: ``imsyn.tasks.writeup.GPU_ESTIMATE`` and the README).
 
 The A3/A4/A5 experiments are the tasks' own configs, nested here (``config.a3.dcgan`` is
 ``configs/dcgan.py:grumpy``, ``config.a4.nst`` is ``configs/nst.py``, ...), so any of their
@@ -46,15 +46,15 @@ def _config_of(name: str, preset: str = "") -> ml_collections.ConfigDict:
 #: the quick preset's changes, per nested config
 QUICK = {
     "a1": {"timing_repeats": 3},
-    "a2": {"isoluminant_size": 96},
+    "a2": {"isoluminant_size": 128},
     "a3.dcgan": {
         "image_size": 32,
         "conv_dim": 16,
-        "num_steps": 400,
+        "num_steps": 1200,
         "log_every": 20,
-        "checkpoint_every": 400,
-        "sample_every": 100,
-        "eval_samples": 64,
+        "checkpoint_every": 1200,
+        "sample_every": 300,
+        "eval_samples": 128,
     },
     "a3.cyclegan": {
         "image_size": 32,
@@ -62,24 +62,24 @@ QUICK = {
         "d_conv_dim": 16,
         "n_blocks": 2,
         "batch_size": 8,
-        "num_steps": 300,
-        "decay_start": 150,
+        "num_steps": 600,
+        "decay_start": 300,
         "log_every": 20,
-        "checkpoint_every": 300,
-        "sample_every": 150,
-        "fid_max_images": 64,
-    },
-    "a3.emoji": {
-        "num_steps": 400,
-        "decay_start": 200,
-        "checkpoint_every": 400,
+        "checkpoint_every": 600,
         "sample_every": 200,
         "fid_max_images": 64,
     },
-    "a4": {"grid_size": 96},
-    "a4.nst": {"size": 96, "num_steps": 40, "sample_every": 0},
-    "a5.generator": {"num_steps": 600, "checkpoint_every": 600, "sample_every": 300},
-    "a5.editing": {"num_images": 4, "steps": 40, "num_frames": 6},
+    "a3.emoji": {
+        "num_steps": 1000,
+        "decay_start": 500,
+        "checkpoint_every": 1000,
+        "sample_every": 500,
+        "fid_max_images": 64,
+    },
+    "a4": {"grid_size": 128},
+    "a4.nst": {"size": 128, "num_steps": 80},
+    "a5.generator": {"checkpoint_every": 1500, "sample_every": 500},
+    "a5.editing": {"num_images": 4, "steps": 80, "num_frames": 8},
 }
 
 

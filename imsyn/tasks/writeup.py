@@ -56,14 +56,14 @@ NETWORKS = {
 }
 #: seconds an experiment of each kind took in ``:quick`` on the 2-core CPU (the ETA's units)
 COST = {
-    "a1": 20,
-    "a2": 15,
-    "dcgan": 100,
-    "cyclegan": 110,
-    "emoji": 130,
-    "nst": 12,
-    "generator": 90,
-    "editing": 40,
+    "a1": 2,
+    "a2": 2,
+    "dcgan": 60,
+    "cyclegan": 90,
+    "emoji": 230,
+    "nst": 4,
+    "generator": 120,
+    "editing": 110,
 }
 #: seconds per experiment kind in the default preset on one GPU (estimates; README)
 GPU_ESTIMATE = {
