@@ -41,7 +41,6 @@ import functools
 import json
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -54,8 +53,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 PLATES = ("small/cathedral.jpg", "small/monastery.jpg", "small/tobolsk.jpg")
 EMIR = "large_jpg/emir_500x1300.jpg"
-# Library of Congress original of emir: 3741 x 9740 px (W x H); the shared copy is 500 x 1300.
-EMIR_FULL_HEIGHT = 9740
 
 
 def _timed(fn, repeats):
@@ -176,16 +173,9 @@ def real_plates(data_dir):
 
 def consensus(data_dir):
     """{(plate, "g"|"r"): (dy, dx)} from the consensus column of reported_offsets.md."""
-    text = (data_dir / "prokudin" / "reported_offsets.md").read_text()
-    table = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 10 or cells[1] not in ("G", "R"):
-            continue
-        m = re.match(r"\(([-\d.]+),([-\d.]+)\)", cells[9])
-        if m:
-            table[(cells[0], cells[1].lower())] = (float(m.group(1)), float(m.group(2)))
-    return table
+    from imsyn.align import reported_offsets
+
+    return reported_offsets(data_dir / "prokudin" / "reported_offsets.md")
 
 
 # --------------------------------------------------------------------------- sections
@@ -484,6 +474,9 @@ def section_pipeline(height, width, quick, *, repeats=None, peer_levels=(1, 0)):
 
 
 def check(data_dir) -> int:
+    # emir's Library of Congress original is 3741 x 9740 px (W x H); the shared copy 500 x 1300
+    from imsyn.align import EMIR_FULL_HEIGHT
+
     table = consensus(data_dir)
     plates = real_plates(data_dir)
     rows, bad = [], 0

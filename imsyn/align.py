@@ -1022,3 +1022,26 @@ def colorize(
     if timings is not None:
         timings.update(align=t1 - t0, finish=time.perf_counter() - t1)
     return ColorizeResult(img, res.offsets, res.scores, res.peaks, box)
+
+
+# --------------------------------------------------------------------------- published offsets
+
+#: height of emir's Library of Congress original (the course's large plate), px
+EMIR_FULL_HEIGHT = 9740
+
+
+def reported_offsets(path) -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(plate, "g"|"r"): (dy, dx)}``: the consensus column of a ``reported_offsets.md``
+    table (``| plate | ch | sources... | consensus (dy,dx) | notes |``), full-resolution px."""
+    import re
+    from pathlib import Path
+
+    table = {}
+    for line in Path(path).read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 10 or cells[1] not in ("G", "R"):
+            continue
+        m = re.match(r"\(([-\d.]+),([-\d.]+)\)", cells[9])
+        if m:
+            table[(cells[0], cells[1].lower())] = (float(m.group(1)), float(m.group(2)))
+    return table

@@ -218,3 +218,22 @@ def test_missing_data_folder_fails_before_any_compute(tmp_path, capfd):
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.data_root" in err[0] and "does not exist" in err[0]
     assert not workdir.exists()
+
+
+def test_interrupted_redo_continues_where_it_stopped(built, data_root, capfd, monkeypatch):
+    def interrupted(ctx, sub):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writeup, "a2_color2gray", interrupted)
+    assert main(_argv(built, data_root, only="a2"), "eval") == 130
+    first = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
+    assert first == ["a2/toy", "a2/blend", "a2/color2gray"]
+    monkeypatch.undo()
+    assert main(_argv(built, data_root, only="a2"), "eval") == 0
+    second = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
+    assert second == ["a2/color2gray", "a2/extras"]  # the redo goes on, not over
+    assert main(_argv(built, data_root, only="a2"), "eval") == 0  # a new redo: all of a2
+    third = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
+    assert third == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras"]
+    results = json.loads((built / "results.json").read_text())
+    assert results["experiments_done"] == results["experiments_total"]

@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from imsyn import report, validate
+from imsyn.align import EMIR_FULL_HEIGHT
 from imsyn.errors import ConfigError, InputError
 from imsyn.image import read_float, to_float, write_image, write_json, write_text
 
@@ -65,12 +66,13 @@ COST = {
     "generator": 120,
     "editing": 110,
 }
-#: seconds per experiment kind in the default preset on one GPU (estimates; README)
+#: seconds per experiment kind in the default preset on one GPU: estimates (no accelerator has
+#: run it yet), from the course schedules and the accelerator benchmark's step times
 GPU_ESTIMATE = {
     "a1": 10,
     "a2": 10,
-    "dcgan": 400,
-    "cyclegan": 900,
+    "dcgan": 120,
+    "cyclegan": 400,
     "emoji": 300,
     "nst": 40,
     "generator": 120,
@@ -193,8 +195,6 @@ DATA = {
     ),
     "a3": ("gan/grumpifyAprocessed", "gan/grumpifyBprocessed"),
 }
-# A1: the full-resolution height of emir (the shared copy is a downscaled 500 x 1300 px)
-EMIR_FULL_HEIGHT = 9740
 
 
 class Output(dict):
@@ -439,17 +439,9 @@ def _read_plate(path: Path) -> np.ndarray:
 
 def _consensus(ctx: _Ctx) -> dict:
     """``{(plate, "g"|"r"): (dy, dx)}``: the consensus column of ``reported_offsets.md``."""
-    import re
+    from imsyn.align import reported_offsets
 
-    table = {}
-    for line in (ctx.data / "prokudin" / "reported_offsets.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) < 10 or cells[1] not in ("G", "R"):
-            continue
-        m = re.match(r"\(([-\d.]+),([-\d.]+)\)", cells[9])
-        if m:
-            table[(cells[0], cells[1].lower())] = (float(m.group(1)), float(m.group(2)))
-    return table
+    return reported_offsets(ctx.data / "prokudin" / "reported_offsets.md")
 
 
 def _reported(ctx: _Ctx, path: Path, plate_h: int, cons: dict) -> dict:
@@ -819,10 +811,7 @@ def _scalars(d: dict, prefix: str = "") -> dict:
 
 
 def _metrics(sub: Path) -> dict:
-    try:
-        return json.loads((sub / "eval" / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return _read_json(sub / "eval" / "metrics.json") or {}
 
 
 def _gan_render(ctx: _Ctx, sub: Path, cfg) -> Output:
@@ -896,10 +885,7 @@ def _state_path(workdir: Path, exp: Exp) -> Path:
 
 
 def _state(workdir: Path, exp: Exp) -> dict | None:
-    try:
-        return json.loads(_state_path(workdir, exp).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return _read_json(_state_path(workdir, exp))
 
 
 def _finished(workdir: Path, exp: Exp, key: dict) -> bool:
@@ -912,21 +898,46 @@ def _jsonable(x):
 
 
 def plan(config, workdir) -> list[Exp]:
-    """The experiments this run does: those of the ``only`` sections (all of them), or every
-    unfinished or changed one; plus unfinished experiments they read."""
+    """The experiments this run does: those of the ``only`` sections (all of them: a redo), or
+    every unfinished or changed one; plus unfinished experiments they read.
+
+    A redo is recorded in ``state/redo.json`` until it completes, so rerunning the same
+    ``only`` command after an interruption continues it instead of starting it over.
+    """
     workdir = Path(workdir)
     exps = experiments(config)
     keys = {e.id: _jsonable(e.key) for e in exps}
-    only = set(_sections(config.only))
-    todo = {
-        e.id
-        for e in exps
-        if ((e.section in only) if only else not _finished(workdir, e, keys[e.id]))
-    }
+    only = sorted(set(_sections(config.only)))
+    todo = {e.id for e in exps if not _finished(workdir, e, keys[e.id])}
+    if only:
+        redo = _read_json(workdir / "state" / "redo.json")
+        if redo and redo.get("only") == only:
+            todo = {e.id for e in exps if e.section in only} & (set(redo["pending"]) | todo)
+        else:
+            todo = {e.id for e in exps if e.section in only}
+            write_json(workdir / "state" / "redo.json", {"only": only, "pending": sorted(todo)})
     for e in exps:  # the outputs an experiment reads must exist
         if e.id in todo:
             todo |= {n for n in e.needs if not _finished(workdir, _by_id(exps, n), keys[n])}
     return [e for e in exps if e.id in todo]
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _mark_redone(workdir: Path, eid: str) -> None:
+    path = workdir / "state" / "redo.json"
+    redo = _read_json(path)
+    if redo:
+        redo["pending"] = [p for p in redo["pending"] if p != eid]
+        if redo["pending"]:
+            write_json(path, redo)
+        else:
+            path.unlink()
 
 
 def _by_id(exps: list[Exp], eid: str) -> Exp:
@@ -962,6 +973,7 @@ def evaluate(config, workdir) -> dict:
         out = e.run(ctx, sub)
         write_json(_state_path(workdir, e), {"key": key, "done": True, "output": _jsonable(out),
                                              "seconds": time.perf_counter() - t})  # fmt: skip
+        _mark_redone(workdir, e.id)
         done_cost += COST[e.kind]
     if todo:
         print(f"writeup: {len(todo)} experiments in {_fmt_time(time.perf_counter() - t0)}",
