@@ -26,21 +26,17 @@ fields can be changed from the command line, e.g. ``--config.a4.nst.size=256``; 
 each figure with the standalone ``train.py`` command that reproduces it.
 """
 
-import importlib.util
 from pathlib import Path
 
 import ml_collections
+
+from imsyn.training.sweep import config_module
 
 SECTIONS = ("a1", "a2", "a3", "a4", "a5")
 
 
 def _config_of(name: str, preset: str = "") -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(
-        f"imsyn_writeup_{name}", Path(__file__).with_name(f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(preset)
+    return config_module(Path(__file__).with_name(f"{name}.py")).get_config(preset)
 
 
 #: the quick preset's changes, per nested config

@@ -284,7 +284,6 @@ def _sections(only: str) -> list[str]:
 
 def _task_config(base, name: str, **changes) -> ml_collections.ConfigDict:
     c = copy.deepcopy(base)
-    c.unlock() if hasattr(c, "unlock") else None
     for k, v in changes.items():
         if k not in c:
             raise ConfigError(f"{name}: unknown config field {k}")
@@ -389,26 +388,18 @@ def _key(config, section) -> dict:
 
 def _command(cfg) -> str:
     """The standalone ``train.py`` command of a task config: the fields that differ from the
-    task's default config."""
-    spec = importlib_config(cfg.task)
-    default = spec.get_config()
-    flags = []
-    for k, v in cfg.items():
-        if k in default and default[k] == v:
-            continue
-        flags.append(f"--config.{k}={v}")
-    file = {"dcgan": "dcgan", "cyclegan": "cyclegan", "nst": "nst", "editing": "editing"}
-    return " ".join(["python train.py", f"--config=configs/{file[cfg.task]}.py", *flags])
+    task's default config (``configs/<task>.py``)."""
+    import shlex
 
+    from imsyn.training.sweep import config_module
 
-def importlib_config(task: str):
-    import importlib.util
-
-    path = CONFIGS / f"{task}.py"
-    spec = importlib.util.spec_from_file_location(f"imsyn_writeup_cfg_{task}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    default = config_module(CONFIGS / f"{cfg.task}.py").get_config()
+    flags = [
+        shlex.quote(f"--config.{k}={v}")
+        for k, v in cfg.items()
+        if not (k in default and default[k] == v)
+    ]
+    return " ".join(["python train.py", f"--config=configs/{cfg.task}.py", *flags])
 
 
 # --------------------------------------------------------------------------- A1

@@ -163,16 +163,22 @@ def write_comparison(workdir: str | os.PathLike, names: list[str]) -> Path:
     return path
 
 
-def load_sweep(config_file: str, name: str) -> list[tuple[str, dict]]:
-    """``get_sweep(name)`` of the config file ``config_file`` (``path[:preset]``)."""
+def config_module(config_file: str | os.PathLike):
+    """The module of a config file (``path[:preset]``; the preset is ignored)."""
     import importlib.util
 
-    path = config_file.split(":", 1)[0]
-    spec = importlib.util.spec_from_file_location("imsyn_sweep_config", path)
+    path = str(config_file).split(":", 1)[0]
+    spec = importlib.util.spec_from_file_location(f"imsyn_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_sweep(config_file: str, name: str) -> list[tuple[str, dict]]:
+    """``get_sweep(name)`` of the config file ``config_file`` (``path[:preset]``)."""
+    module = config_module(config_file)
     if not hasattr(module, "get_sweep"):
-        raise ConfigError(f"{path} defines no get_sweep(name)")
+        raise ConfigError(f"{config_file.split(':', 1)[0]} defines no get_sweep(name)")
     try:
         return list(module.get_sweep(name))
     except ValueError as e:
