@@ -138,67 +138,6 @@ def _images(rng, batch: int, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------- cases
 
 
-def _jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim, dtype):
-    """``benchmarks/gan_step.py``'s ``jax_cyclegan`` (the same nets and step) in ``dtype``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
-    from imsyn import gan, models
-
-    r = nnx.Rngs(0)
-    gen = models.get("cycle_resnet")
-    dis = models.get({"patch": "patch_discriminator", "patch70": "patch70_discriminator"}[disc])
-    nets = [gen(conv_dim=conv_dim, n_blocks=n_blocks, rngs=r) for _ in range(2)]
-    nets += [dis(conv_dim=conv_dim, rngs=r) for _ in range(2)]
-    opt = optax.adam(2e-4, 0.5, 0.999)
-    state = gan.init_cyclegan_state(gan.CycleGAN(*nets), opt, opt)
-    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
-    step = gan.make_cyclegan_step(defs, opt, opt, loss="lsgan", lambda_cycle=10.0, dtype=dtype)
-    b = {"x": jnp.asarray(xa), "y": jnp.asarray(xb)}
-    fn = jax.jit(step, donate_argnums=0)
-    holder = {"state": state, "i": 0}
-
-    def run():
-        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
-        holder["i"] += 1
-        return m
-
-    return nets, run, jax.block_until_ready
-
-
-def _jax_dcgan(size, batch, xa, conv_dim, dtype):
-    """``benchmarks/gan_step.py``'s ``jax_dcgan`` (``DCGANTask.train_step``) in ``dtype``."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from imsyn.tasks.dcgan import DCGANTask, graphdefs
-
-    spec = importlib.util.spec_from_file_location(
-        "imsyn_bench_dcgan_cfg", ROOT / "configs/dcgan.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    cfg = mod.get_config()
-    cfg.update(image_size=size, batch_size=batch, diffaug="", conv_dim=conv_dim, dtype=dtype)
-    task = DCGANTask(cfg)
-    state = task.init_state(cfg, jax.random.key(0))
-    g_def, d_def = graphdefs(cfg)
-    nets = (nnx.merge(g_def, state["g"]), nnx.merge(d_def, state["d"]), cfg.conv_dim)
-    fn = jax.jit(task.train_step, donate_argnums=0)
-    b = {"image": jnp.asarray(xa)}
-    holder = {"state": state, "i": 0}
-
-    def run():
-        holder["state"], m = fn(holder["state"], b, jax.random.key(holder["i"]))
-        holder["i"] += 1
-        return m
-
-    return nets, run, jax.block_until_ready
-
-
 def case_gan(c: dict, opts, device) -> dict:
     gan_step = bench_module("gan_step")
     rng = np.random.default_rng(0)
@@ -207,8 +146,8 @@ def case_gan(c: dict, opts, device) -> dict:
 
     def build(dtype):
         if c["kind"] == "cyclegan":
-            return _jax_cyclegan(size, batch, c["blocks"], c["disc"], xa, xb, dim, dtype)
-        return _jax_dcgan(size, batch, xa, dim, dtype)
+            return gan_step.jax_cyclegan(size, batch, c["blocks"], c["disc"], xa, xb, dim, dtype)
+        return gan_step.jax_dcgan(size, batch, xa, dim, dtype)
 
     nets, run, sync = build("float32")
     # the PyTorch twin (float32) copies the initial weights now (the JAX step donates its state)

@@ -250,7 +250,7 @@ def copy_weights(nnx_module, torch_module) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim=64):
+def jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim=64, dtype="float32"):
     import jax
     import jax.numpy as jnp
     import optax
@@ -266,7 +266,7 @@ def jax_cyclegan(size, batch, n_blocks, disc, xa, xb, conv_dim=64):
     opt = optax.adam(2e-4, 0.5, 0.999)
     state = gan.init_cyclegan_state(gan.CycleGAN(*nets), opt, opt)
     defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
-    step = gan.make_cyclegan_step(defs, opt, opt, loss="lsgan", lambda_cycle=10.0)
+    step = gan.make_cyclegan_step(defs, opt, opt, loss="lsgan", lambda_cycle=10.0, dtype=dtype)
     b = {"x": jnp.asarray(xa), "y": jnp.asarray(xb)}
     fn = jax.jit(step, donate_argnums=0)
     holder = {"state": state, "i": 0}
@@ -327,7 +327,7 @@ def torch_cyclegan(nets, n_blocks, disc, xa, xb, device="cpu", conv_dim=64):
     return run, (lambda m: None), check
 
 
-def jax_dcgan(size, batch, xa, conv_dim=None):
+def jax_dcgan(size, batch, xa, conv_dim=None, dtype="float32"):
     import jax
     import jax.numpy as jnp
 
@@ -337,7 +337,7 @@ def jax_dcgan(size, batch, xa, conv_dim=None):
     import dcgan as dcgan_config
 
     cfg = dcgan_config.get_config()
-    cfg.update(image_size=size, batch_size=batch, diffaug="")
+    cfg.update(image_size=size, batch_size=batch, diffaug="", dtype=dtype)
     if conv_dim:
         cfg.update(conv_dim=conv_dim)
     task = DCGANTask(cfg)
