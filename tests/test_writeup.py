@@ -190,7 +190,8 @@ def test_changed_setting_redoes_only_what_depends_on_it(built, data_root, capfd)
     assert main(_argv(built, data_root, **{"a2.isoluminant_size": 24}), "eval") == 0
     err = capfd.readouterr().err
     started = re.findall(r"writeup: \d+/\d+ (\S+)", err)
-    assert started == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras"]
+    # A2 and the style transfer A4 applies to A2's blend; nothing else
+    assert started == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras", "a4/own_a2_blend"]
     assert (state / "a1__plates.json").stat().st_mtime_ns == a1_before
     results = json.loads((built / "results.json").read_text())
     assert results["experiments_done"] == results["experiments_total"]
@@ -231,9 +232,9 @@ def test_interrupted_redo_continues_where_it_stopped(built, data_root, capfd, mo
     monkeypatch.undo()
     assert main(_argv(built, data_root, only="a2"), "eval") == 0
     second = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
-    assert second == ["a2/color2gray", "a2/extras"]  # the redo goes on, not over
+    assert second == ["a2/color2gray", "a2/extras", "a4/own_a2_blend"]  # goes on, not over
     assert main(_argv(built, data_root, only="a2"), "eval") == 0  # a new redo: all of a2
     third = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
-    assert third == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras"]
+    assert third == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras", "a4/own_a2_blend"]
     results = json.loads((built / "results.json").read_text())
     assert results["experiments_done"] == results["experiments_total"]

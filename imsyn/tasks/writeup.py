@@ -7,15 +7,17 @@ experiments of :func:`experiments` in order, each in its own sub-workdir, and wr
 ``index.html`` and ``results.json``.
 
 An experiment (:class:`Exp`) is one function ``run(ctx, subdir) -> Output`` plus the
-settings it depends on (``key``). When it finishes, ``<subdir>/done.json`` records the key,
-its :class:`Output` (numbers, figures, tables, the command that reproduces it) and its wall
-time; a rerun skips it while the key is unchanged and redoes it (from an emptied sub-workdir)
-when a setting changed or its section is named in ``config.only``. The page and
-``results.json`` are rebuilt from the ``done.json`` files alone, so a run with nothing to do
-finishes in seconds. The A1/A2 experiments call the libraries (:mod:`imsyn.align`,
-:mod:`imsyn.poisson`); the A3/A4/A5 ones run the tasks (:mod:`imsyn.tasks.dcgan`, ...) on
-the nested configs, so their sub-workdirs are ordinary run directories (``report.html``,
-checkpoints, ``metrics.jsonl``).
+settings it depends on (``key``, including the keys of the experiments whose outputs it
+reads). When it finishes, ``state/<section>__<name>.json`` records the key, its
+:class:`Output` (numbers, figures, tables, the command that reproduces it) and its wall time; a
+rerun skips it while the key is unchanged and redoes it (from an emptied sub-workdir) when a
+setting changed or its section is named in ``config.only``; an interrupted one resumes in its
+sub-workdir (a GAN from its last checkpoint). The page and ``results.json`` are rebuilt from
+the state files alone, so a run with nothing to do finishes in seconds.
+
+The A1/A2 experiments call the libraries (:mod:`imsyn.align`, :mod:`imsyn.poisson`); the
+A3/A4/A5 ones run the tasks (:mod:`imsyn.tasks.dcgan`, ...) on the nested configs, so their
+sub-workdirs are ordinary run directories (``report.html``, checkpoints, ``metrics.jsonl``).
 
 Progress: one line per experiment on stderr with its index, the elapsed time and the ETA of
 the whole, from :data:`COST` (seconds each kind of experiment took in ``:quick`` on the
@@ -370,9 +372,9 @@ def experiments(config) -> list[Exp]:
     for need, src in own:
         tag = need.replace("/", "_")
         cfg = _task_config(a4.nst, f"own_{tag}", mode="transfer", style=style)
-        exps.append(Exp(f"a4/own_{tag}", f"style transfer on {src}", "nst",
-                        {"config": cfg.to_dict(), "content": src}, _own_result_run(cfg, src),
-                        needs=(need,)))  # fmt: skip
+        key = {"config": cfg.to_dict(), "content": src, "needs": _by_id(exps, need).key}
+        exps.append(Exp(f"a4/own_{tag}", f"style transfer on {src}", "nst", key,
+                        _own_result_run(cfg, src), needs=(need,)))  # fmt: skip
 
     a5 = config.a5
     gen = _task_config(a5.generator, "style_generator")
@@ -890,7 +892,8 @@ def _jsonable(x):
 
 def plan(config, workdir) -> list[Exp]:
     """The experiments this run does: those of the ``only`` sections (all of them: a redo), or
-    every unfinished or changed one; plus unfinished experiments they read.
+    every unfinished or changed one; plus the unfinished experiments they read and the ones
+    that read theirs (style transfer on the A2 blend follows a redone A2).
 
     A redo is recorded in ``state/redo.json`` until it completes, so rerunning the same
     ``only`` command after an interruption continues it instead of starting it over.
@@ -900,16 +903,19 @@ def plan(config, workdir) -> list[Exp]:
     keys = {e.id: _jsonable(e.key) for e in exps}
     only = sorted(set(_sections(config.only)))
     todo = {e.id for e in exps if not _finished(workdir, e, keys[e.id])}
-    if only:
-        redo = _read_json(workdir / "state" / "redo.json")
-        if redo and redo.get("only") == only:
-            todo = {e.id for e in exps if e.section in only} & (set(redo["pending"]) | todo)
-        else:
-            todo = {e.id for e in exps if e.section in only}
-            write_json(workdir / "state" / "redo.json", {"only": only, "pending": sorted(todo)})
-    for e in exps:  # the outputs an experiment reads must exist
-        if e.id in todo:
-            todo |= {n for n in e.needs if not _finished(workdir, _by_id(exps, n), keys[n])}
+    redo = _read_json(workdir / "state" / "redo.json") if only else None
+    if only and redo and redo.get("only") == only:
+        todo = set(redo["pending"]) | {i for i in todo if i.split("/")[0] in only}
+    elif only:
+        todo = {e.id for e in exps if e.section in only}
+    for _ in range(2):  # needs come earlier in the page: two passes settle it
+        for e in exps:
+            if e.id in todo:
+                todo |= {n for n in e.needs if not _finished(workdir, _by_id(exps, n), keys[n])}
+            if any(n in todo for n in e.needs):
+                todo.add(e.id)
+    if only and not (redo and redo.get("only") == only):
+        write_json(workdir / "state" / "redo.json", {"only": only, "pending": sorted(todo)})
     return [e for e in exps if e.id in todo]
 
 
