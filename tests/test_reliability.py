@@ -18,6 +18,7 @@ the same way: one line, exit status 2, no traceback, no file lost or half-writte
 import errno
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -433,7 +434,9 @@ def _flip(p: Path) -> None:
 
 
 DAMAGE = {
-    "flipped data": (lambda d: _flip(_biggest(d)), "do not match the checksum"),
+    # flipped bytes inside a stored array fail the checksum; where orbax's (nondeterministic)
+    # file layout puts compressed or structural bytes in the middle, the read itself fails
+    "flipped data": (lambda d: _flip(_biggest(d)), "(do not match the checksum|cannot be read)"),
     "emptied data": (lambda d: _biggest(d).write_bytes(b""), "is empty"),
     "truncated data": (
         lambda d: _biggest(d).write_bytes(_biggest(d).read_bytes()[:40]),
@@ -467,7 +470,7 @@ def test_damaged_checkpoint_falls_back_to_the_newest_intact_step(tmp_path, capfd
     state, meta = ro.restore(_state())
     assert meta["step"] == 4 and float(state["g"]["w"][1]) == 4.0
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "checkpoint 8" in err[0] and what in err[0], err
+    assert len(err) == 1 and "checkpoint 8" in err[0] and re.search(what, err[0]), err
     assert "restored step 4 instead" in err[0]
     with pytest.raises(InputError, match=f"checkpoint 8 in .* is damaged: .*{what}"):
         ro.restore(_state(), step=8)  # asked for by number: no fallback
