@@ -128,7 +128,13 @@ def main(argv: list[str], mode: str) -> int:
         # process 0 holds the workdir for every process of a multi-host run (the others
         # would find it in use); they write nothing outside checkpoints/
         claim = (
-            claim_workdir(workdir, mode=mode, task=config.get("task"))
+            # an evaluation that builds its workdir (the write-up) claims it as training does:
+            # an empty folder or its own earlier workdir, never a folder of other files
+            claim_workdir(
+                workdir,
+                mode="train" if getattr(exp, "BUILDS_WORKDIR", False) else mode,
+                task=config.get("task"),
+            )
             if primary
             else contextlib.nullcontext()
         )

@@ -137,7 +137,7 @@ def _check_train_target(p: Path, task: str | None) -> None:
         if others and not is_workdir(p):
             shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
             raise OutputError(
-                f"workdir {p} holds other files ({shown}); train.py writes only into an empty "
+                f"workdir {p} holds other files ({shown}); a run writes only into an empty "
                 "folder or its own earlier workdir: use a new --workdir"
             )
         saved = _saved_task(p)

@@ -238,3 +238,14 @@ def test_interrupted_redo_continues_where_it_stopped(built, data_root, capfd, mo
     assert third == ["a2/toy", "a2/blend", "a2/color2gray", "a2/extras", "a4/own_a2_blend"]
     results = json.loads((built / "results.json").read_text())
     assert results["experiments_done"] == results["experiments_total"]
+
+
+def test_a_folder_of_other_files_is_refused(tmp_path, data_root, capfd):
+    workdir = tmp_path / "mine"
+    (workdir / "a1" / "plates").mkdir(parents=True)
+    (workdir / "a1" / "plates" / "keep.txt").write_text("not the write-up's")
+    assert main(_argv(workdir, data_root, only="a1"), "eval") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds other files" in err[0], err
+    assert (workdir / "a1" / "plates" / "keep.txt").exists()
+    assert sorted(p.name for p in workdir.iterdir()) == ["a1"]

@@ -81,6 +81,9 @@ GPU_ESTIMATE = {
     "editing": 60,
 }
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+#: ``eval.py`` holds the write-up's workdir as ``train.py`` holds a run's (imsyn.experiments):
+#: an empty folder or an earlier write-up (``config.json`` names the task), nothing else
+BUILDS_WORKDIR = True
 
 
 def _sections_field(v):
@@ -950,6 +953,8 @@ def evaluate(config, workdir) -> dict:
     validate_config(config)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "config.json").exists():  # marks the folder as a write-up workdir
+        write_json(workdir / "config.json", {"task": "writeup", "name": config.name})
     ctx = _Ctx(config, workdir, Path(config.data_root))
     todo = plan(config, workdir)
     total = sum(COST[e.kind] for e in todo)
