@@ -104,8 +104,39 @@ def fid(f1, f2) -> float:
     f1, f2 = _features64(f1), _features64(f2)
     if f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
         raise InputError(f"fid needs >= 2 rows of the same width, got {f1.shape} and {f2.shape}")
-    mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
+    return fid_from_stats(*feature_stats(f1), *feature_stats(f2))
+
+
+def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian FID fits to a feature set: (mu float64[D], sigma float64[D, D]).
+
+    Args:
+      f: float[N, D] features (N >= 2).
+    """
+    f = _features64(f)
+    if len(f) < 2:
+        raise InputError(f"FID statistics need >= 2 rows of features, got {f.shape}")
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def fid_from_stats(mu1, s1, mu2, s2) -> float:
+    """Fréchet distance between two Gaussians (:func:`feature_stats`), in float64.
+
+    ``fid(f1, f2) == fid_from_stats(*feature_stats(f1), *feature_stats(f2))`` exactly.
+
+    Raises:
+      InputError: shapes that do not fit together, or values that are not finite.
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.atleast_2d(np.asarray(s1, np.float64)), np.atleast_2d(np.asarray(s2, np.float64))
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    if d < 1 or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
+        raise InputError(
+            f"FID statistics do not fit together: mu {mu1.shape} / {mu2.shape}, "
+            f"sigma {s1.shape} / {s2.shape}"
+        )
+    if not all(np.all(np.isfinite(a)) for a in (mu1, mu2, s1, s2)):
+        raise InputError("FID statistics contain NaN or Inf")
     # Tr((S1 S2)^½) = Σ sqrt(eig(S1^½ S2 S1^½)): symmetric PSD, stable even when singular.
     w, v = np.linalg.eigh(s1)
     root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T

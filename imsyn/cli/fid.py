@@ -1,4 +1,4 @@
-"""``python -m imsyn fid DIR_A DIR_B [--features auto|inception_v3_fid|random_conv_v1]``.
+"""``python -m imsyn fid A B`` and ``fid --save-stats OUT.npz DIR``: FID and KID.
 
 FID and KID between two folders of images (png, jpg, tif, bmp, webp; searched
 recursively). Images are read as RGB in [0, 1] (grayscale repeated to three
@@ -14,6 +14,15 @@ Prints ONE JSON object on stdout::
 
 with ``"features_note"`` when the offline ``random_conv_v1`` fallback was used
 (``--features auto`` without fetched weights). Progress goes to stderr on long runs.
+
+Statistics, as pytorch-fid and clean-fid users keep them: ``--save-stats OUT.npz DIR``
+writes the Gaussian FID fits to DIR's features (``mu`` float64[D], ``sigma``
+float64[D, D], with ``features``, ``resize`` and ``n``); either input of ``fid A B`` may
+then be such a ``.npz`` instead of a folder (also pytorch-fid's ``mu``/``sigma`` files, with
+``--features`` named). FID from statistics equals FID from the folder exactly; KID needs
+the features themselves, so it is ``null`` (with ``kid_note``) when an input is statistics.
+The features of the statistics decide ``--features auto``; other features are refused.
+clean-fid's legacy TF resize is not offered: imsyn has no TensorFlow to match it against.
 """
 
 from __future__ import annotations
@@ -30,14 +39,25 @@ PROGRESS_MIN_IMAGES = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir_a", metavar="DIR_A", help="first image folder (e.g. real images)")
-    parser.add_argument("dir_b", metavar="DIR_B", help="second image folder (e.g. generated)")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="DIR_OR_STATS",
+        help="two image folders (e.g. real and generated), either one may be a statistics "
+        ".npz; with --save-stats: one folder",
+    )
+    parser.add_argument(
+        "--save-stats",
+        default=None,
+        metavar="OUT.npz",
+        help="write the FID statistics (mu, sigma, features) of the one folder given",
+    )
     parser.add_argument(
         "--features",
         default="auto",
         metavar="NAME",
-        help="auto (default: inception_v3_fid when fetched, else random_conv_v1), "
-        "inception_v3_fid or random_conv_v1",
+        help="auto (default: the features of a statistics input, else inception_v3_fid when "
+        "fetched, else random_conv_v1), inception_v3_fid or random_conv_v1",
     )
     parser.add_argument(
         "--weights",
@@ -61,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
 
+#: the ``format`` entry of a statistics file written by ``--save-stats``
+STATS_FORMAT = "imsyn.fid_stats"
+
+
+def _is_stats(path: str) -> bool:
+    return Path(path).suffix.lower() == ".npz"
+
+
 def _images(folder: str) -> list[Path]:
     from imsyn.image import IMAGE_SUFFIXES, list_images
 
@@ -68,12 +96,65 @@ def _images(folder: str) -> list[Path]:
     if not root.exists():
         raise InputError(f"{root}: no such directory")
     if not root.is_dir():
-        raise InputError(f"{root}: not a directory")
+        raise InputError(f"{root}: not a directory (nor a statistics .npz)")
     files = list_images(root)
     if len(files) < 2:
         kinds = ", ".join(sorted(s.lstrip(".") for s in IMAGE_SUFFIXES))
         raise InputError(f"{root}: found {len(files)} image(s), FID/KID need at least 2 ({kinds})")
     return files
+
+
+def load_stats(path: str) -> dict:
+    """``{"mu", "sigma", "features" (or None), "resize", "n"}`` of a statistics file.
+
+    Raises:
+      InputError: missing, unreadable, or without ``mu`` and ``sigma`` of fitting shapes.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such statistics file")
+    bad = f"{p}: not a FID statistics file (an .npz with mu and sigma)"
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise InputError(f"{bad}: {e}") from None
+    if "mu" not in arrays or "sigma" not in arrays:
+        raise InputError(bad)
+    mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise InputError(f"{bad}: mu {mu.shape} and sigma {sigma.shape} do not fit together")
+
+    def text(k):
+        return str(arrays[k]) if k in arrays and arrays[k].ndim == 0 else None
+
+    n = int(arrays["n"]) if "n" in arrays and arrays["n"].ndim == 0 else None
+    return {
+        "mu": mu,
+        "sigma": sigma,
+        "features": text("features"),
+        "resize": text("resize"),
+        "n": n,
+    }
+
+
+def save_stats(path: str | Path, mu, sigma, *, features: str, resize: str, n: int) -> None:
+    """Writes a statistics file (atomically)."""
+    import io
+
+    from imsyn.image import write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        mu=np.asarray(mu, np.float64),
+        sigma=np.asarray(sigma, np.float64),
+        features=np.array(features),
+        resize=np.array(resize),
+        n=np.array(n, np.int64),
+        format=np.array(STATS_FORMAT),
+    )
+    write_bytes(path, buf.getvalue())
 
 
 def _features(extractor, files: list[Path], batch_size: int, bar) -> np.ndarray:
@@ -91,10 +172,7 @@ def _features(extractor, files: list[Path], batch_size: int, bar) -> np.ndarray:
     return np.concatenate(out)
 
 
-def run(args: argparse.Namespace) -> int:
-    from imsyn import metrics
-    from imsyn.progress import Progress
-
+def _check_numbers(args) -> None:
     for flag, value, low in (
         ("--batch-size", args.batch_size, 1),
         ("--kid-subset-size", args.kid_subset_size, 2),
@@ -102,41 +180,111 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
-    files_a, files_b = _images(args.dir_a), _images(args.dir_b)
     if args.weights and not Path(args.weights).is_file():
         raise InputError(f"{args.weights}: weights file not found")
-    extractor = metrics.get_extractor(args.features, args.weights, batch_size=args.batch_size)
-    total = len(files_a) + len(files_b)
+
+
+def _feature_name(args, stats: list[tuple[str, dict]]) -> str:
+    """The features to use: ``--features``, or those of the statistics inputs (which must agree)."""
+    from imsyn import metrics
+    from imsyn.errors import ConfigError
+
+    named = {s["features"] for _, s in stats if s["features"]}
+    if len(named) > 1:
+        raise InputError(f"the statistics files hold different features: {sorted(named)}")
+    if args.features != "auto":
+        want = metrics.resolve_features(args.features, args.weights)
+        for path, s in stats:
+            if s["features"] and s["features"] != want:
+                raise InputError(
+                    f"{path} holds {s['features']} statistics, not {want}: compare statistics "
+                    "of the same features (omit --features to use the file's)"
+                )
+        return want
+    for path, s in stats:
+        if not s["features"]:
+            raise ConfigError(
+                f"{path} does not record its features; name them, e.g. --features "
+                "inception_v3_fid (pytorch-fid and clean-fid statistics are Inception pool3)"
+            )
+    return named.pop() if named else args.features
+
+
+def run(args: argparse.Namespace) -> int:
+    from imsyn import metrics
+    from imsyn.outputs import check_outputs
+    from imsyn.progress import Progress
+
+    _check_numbers(args)
+    if args.save_stats is not None:
+        if len(args.inputs) != 1 or _is_stats(args.inputs[0]):
+            raise InputError("--save-stats takes one image folder: fid --save-stats OUT.npz DIR")
+        if not args.save_stats.lower().endswith(".npz"):
+            raise InputError(f"--save-stats {args.save_stats}: name the file *.npz")
+        files = _images(args.inputs[0])
+        check_outputs([args.save_stats], read_dirs=[args.inputs[0]])
+    elif len(args.inputs) != 2:
+        raise InputError(
+            f"fid takes two folders or statistics files, got {len(args.inputs)} "
+            "(--save-stats OUT.npz takes one folder)"
+        )
+    inputs = args.inputs
+    stats = [(p, load_stats(p)) for p in inputs if _is_stats(p)]
+    folders = {p: _images(p) for p in inputs if not _is_stats(p)}
+    name = _feature_name(args, stats)
+    extractor = None
+    if folders:
+        extractor = metrics.get_extractor(name, args.weights, batch_size=args.batch_size)
+        name = extractor.name
+    total = sum(len(f) for f in folders.values())
     bar = Progress(
         total,
-        desc=f"fid features ({extractor.name})",
+        desc=f"fid features ({name})",
         unit="img",
         enabled=not args.quiet and total >= PROGRESS_MIN_IMAGES,
     )
+    feats = {}
     try:
-        f_a = _features(extractor, files_a, args.batch_size, bar)
-        f_b = _features(extractor, files_b, args.batch_size, bar)
+        for p, files in folders.items():
+            feats[p] = _features(extractor, files, args.batch_size, bar)
     finally:
         bar.close()
-    out = {
-        "fid": metrics.fid(f_a, f_b),
-        "kid": metrics.kid(
-            f_a, f_b, num_subsets=args.kid_subsets, subset_size=args.kid_subset_size
-        ),
-        "features": extractor.name,
-    }
+    resize = extractor.resize if extractor is not None else stats[0][1]["resize"]
     note = getattr(extractor, "note", None)
+    if args.save_stats is not None:
+        (p,) = inputs
+        mu, sigma = metrics.feature_stats(feats[p])
+        save_stats(args.save_stats, mu, sigma, features=name, resize=resize, n=len(feats[p]))
+        out = {"stats": args.save_stats, "features": name}
+        if note:
+            out["features_note"] = note
+        out.update({"resize": resize, "n": len(feats[p]), "dir": p})
+        print(json.dumps(out))
+        return 0
+    fits = {p: metrics.feature_stats(f) for p, f in feats.items()}
+    fits.update({p: (s["mu"], s["sigma"]) for p, s in stats})
+    counts = {p: len(f) for p, f in feats.items()}
+    counts.update({p: s["n"] for p, s in stats})
+    a, b = inputs
+    if fits[a][0].shape != fits[b][0].shape:
+        raise InputError(
+            f"{a} and {b} have features of different widths ({len(fits[a][0])} and "
+            f"{len(fits[b][0])})"
+        )
+    out = {"fid": metrics.fid_from_stats(*fits[a], *fits[b])}
+    if not stats:
+        out["kid"] = metrics.kid(
+            feats[a], feats[b], num_subsets=args.kid_subsets, subset_size=args.kid_subset_size
+        )
+    else:
+        out["kid"] = None
+        out["kid_note"] = "KID needs the features of both sets; a statistics file has none"
+    out["features"] = name
     if note:
         out["features_note"] = note
-    out.update(
-        {
-            "resize": extractor.resize,
-            "n_a": len(files_a),
-            "n_b": len(files_b),
-            "kid_subset_size": min(args.kid_subset_size, len(files_a), len(files_b)),
-            "dir_a": str(args.dir_a),
-            "dir_b": str(args.dir_b),
-        }
-    )
+    out.update({"resize": resize, "n_a": counts[a], "n_b": counts[b]})
+    if not stats:
+        out["kid_subset_size"] = min(args.kid_subset_size, counts[a], counts[b])
+    out.update({"dir_a": str(a), "dir_b": str(b)})
     print(json.dumps(out))
     return 0
