@@ -25,8 +25,55 @@ TASKS = {
     "convert-weights": ("convert_weights", "A4: convert torchvision/Keras VGG-19 weights"),
     "edit": ("edit", "A5: GAN photo editing: project, interpolate, draw"),
     "fid": ("fid", "FID and KID between two image folders (Inception-v3 when fetched)"),
+    "translate": ("trained", "apply a trained CycleGAN to image files and folders"),
+    "sample": ("trained", "write samples (and interpolation frames) of a trained DCGAN"),
+    "export": ("trained", "a trained model's generators in one shareable file"),
     "weights": ("weights", "pretrained networks: list, fetch (sha256-checked) into the cache"),
 }
+
+#: task name -> one example command line, shown by ``python -m imsyn <task> --help``
+EXAMPLES = {
+    "colorize": "python -m imsyn colorize plate.tif --out-dir out/",
+    "blend": "python -m imsyn blend --source penguin.jpg --target snow.jpg --mask mask.png "
+    "--offset 120,80 --out blend.png",
+    "color2gray": "python -m imsyn color2gray colorblind_test.png --out gray.png",
+    "toy": "python -m imsyn toy toy_problem.png --out toy.png",
+    "mono-transfer": "python -m imsyn mono-transfer --source a.jpg --target b.jpg "
+    "--mask m.png --out out.png",
+    "flatten": "python -m imsyn flatten face.jpg --mask m.png --out flat.png",
+    "illumination": "python -m imsyn illumination fruit.jpg --mask m.png --out lit.png",
+    "recolor": "python -m imsyn recolor flower.jpg --mask m.png --out recolored.png",
+    "stylize": "python -m imsyn stylize content.jpg style.jpg --out styled.png",
+    "convert-weights": "python -m imsyn convert-weights vgg19.pth --out vgg19.npz",
+    "edit": "python -m imsyn edit project --model runs/dcgan a.png b.png --out runs/proj",
+    "fid": "python -m imsyn fid real/ generated/",
+    "weights": "python -m imsyn weights fetch all",
+    "translate": "python -m imsyn translate --model runs/cyclegan photos/ --out-dir translated/",
+    "sample": "python -m imsyn sample --model runs/dcgan --num 1000 --out-dir samples/ --seed 0",
+    "export": "python -m imsyn export --model runs/cyclegan --out cyclegan.safetensors",
+}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default (when it has a telling one and does not say it
+    already), descriptions and the example kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or "default" in text.lower()
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default == ""
+            or default == argparse.SUPPRESS
+            or isinstance(default, list | tuple)
+            or f"({default}" in text
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
@@ -40,7 +87,13 @@ def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
     one_line_errors(parser)
     sub = parser.add_subparsers(dest="task", metavar="TASK")
     for name, (mod_name, help_text) in TASKS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {EXAMPLES[name]}" if name in EXAMPLES else None,
+            formatter_class=HelpFormatter,
+        )
         one_line_errors(p)
         if name != task:
             continue
@@ -54,6 +107,7 @@ def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
             if isinstance(action, argparse._SubParsersAction):
                 for nested in action.choices.values():
                     one_line_errors(nested)
+                    nested.formatter_class = HelpFormatter
     return parser
 
 

@@ -2,11 +2,13 @@
 
 Examples::
 
-    python -m imsyn edit project --generator-workdir runs/dcgan --out runs/proj a.png b.png
-    python -m imsyn edit project --generator-workdir runs/style --space w+ --out runs/proj
-    python -m imsyn edit interpolate --generator-workdir runs/style a.png b.png --out runs/lerp
-    python -m imsyn edit draw --generator-workdir runs/style --sketch s.png --mask m.png \\
-        --out runs/draw
+    python -m imsyn edit project --model runs/dcgan --out runs/proj a.png b.png
+    python -m imsyn edit project --model style.safetensors --space w+ --out runs/proj
+    python -m imsyn edit interpolate --model runs/style a.png b.png --out runs/lerp
+    python -m imsyn edit draw --model runs/style --sketch s.png --mask m.png --out runs/draw
+
+``--model`` (or its older name ``--generator-workdir``) is a GAN run folder or a file written
+by ``python -m imsyn export`` (:mod:`imsyn.trained`).
 
 Each command builds the ``configs/editing.py`` config of its mode and runs it
 (:func:`imsyn.tasks.editing.train`) into ``--out`` (``eval/*.png``, GIFs,
@@ -17,7 +19,7 @@ Bad input is one line and exit status 2, before any work: every numeric option i
 where it is parsed, by the rule of the config field it sets
 (:data:`imsyn.tasks.editing.SCHEMA`: ``--steps 0``, ``--lr inf``, ``--seed 1e23`` or a
 seed beyond int64 are refused), and ``--out`` may not be (or lie inside) any input: the
-generator workdir, an image, the sketch or the mask.
+generator workdir (or model file), an image, the sketch or the mask.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ def _rule(field: str):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--generator-workdir", required=True, help="GAN run directory (config.json + checkpoints/)"
+        "--model",
+        "--generator-workdir",
+        dest="generator_workdir",
+        required=True,
+        metavar="RUN_OR_FILE",
+        help="the DCGAN: a run folder (config.json + checkpoints/) or a file written by "
+        "`python -m imsyn export`",
     )
     p.add_argument("--out", required=True, help="output directory (the editing workdir)")
     p.add_argument(

@@ -26,7 +26,6 @@ an earlier workdir (:func:`imsyn.outputs.claim_workdir`).
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,7 +85,8 @@ SCHEMA = {
     "mode": one_of(*MODES),
     "generator_workdir": string(
         nonempty=True,
-        expect="the run directory of a trained GAN (--config.generator_workdir=runs/dcgan)",
+        expect="the run directory of a trained GAN (--config.generator_workdir=runs/dcgan) "
+        "or a file written by `python -m imsyn export`",
     ),
     "spaces": custom(_spaces_field, f"'all' or a comma list of {', '.join(editing.SPACES)}"),
     "images": string(expect="a data spec, comma-separated files, or ''"),
@@ -130,7 +130,7 @@ def default_config(mode: str = "project") -> ml_collections.ConfigDict:
     c.name = "edit_project"
     c.seed = 0
     c.mode = "project"
-    c.generator_workdir = ""  # required: a GAN run directory (config.json + checkpoints/)
+    c.generator_workdir = ""  # required: a GAN run folder, or a file from `imsyn export`
     c.spaces = "all"  # or a comma list of z, w, w+
     c.images = ""  # '' = held-out split of the generator's data; a data spec; or a.png,b.png
     c.num_images = 8
@@ -205,7 +205,11 @@ def input_paths(config, gen_config=None) -> tuple[list[str], list[str]]:
     run's config, also the folder of its training data when the targets come from it)."""
     files = [*_image_files(config.images)]
     files += [p for p in (config.sketch, config.mask, config.vgg_weights) if p]
-    folders = [config.generator_workdir]
+    folders = []
+    if Path(config.generator_workdir).is_file():  # an exported model
+        files.append(config.generator_workdir)
+    else:
+        folders.append(config.generator_workdir)
     spec = config.images or (gen_config.get("data", "") if gen_config is not None else "")
     if isinstance(spec, str) and (folder := _data_folder(spec)):
         folders.append(folder)
@@ -249,54 +253,31 @@ class LoadedGenerator(NamedTuple):
     name: str  #: registry name of the generator
 
 
-def _run_config(wd: Path) -> ml_collections.ConfigDict:
-    if not wd.is_dir():
-        raise InputError(f"generator workdir {wd}: no such directory")
-    try:
-        cfg = ml_collections.ConfigDict(json.loads((wd / "config.json").read_text()))
-    except FileNotFoundError:
-        raise InputError(f"generator workdir {wd} has no config.json: not a training run") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"{wd / 'config.json'}: unreadable ({e})") from None
-    if cfg.get("task") != "dcgan":
-        raise ConfigError(
-            f"generator workdir {wd} is a {cfg.get('task')!r} run; editing needs a GAN run "
-            "(configs/dcgan.py)"
-        )
-    return cfg
-
-
 def load_generator(workdir) -> LoadedGenerator:
-    """Restores the generator of a GAN run directory (``config.json`` + latest checkpoint).
+    """Restores the generator of a GAN run directory (``config.json`` + latest checkpoint) or
+    of a file written by ``python -m imsyn export`` (:func:`imsyn.trained.load`).
 
     Raises:
-      InputError: the directory or its config.json is missing or unreadable.
+      InputError: the directory, its config.json or the file is missing, unreadable or
+        damaged.
       ConfigError: not a GAN run, no checkpoint, or a checkpoint that does not match its config.
     """
-    from imsyn.tasks import dcgan
-    from imsyn.training.checkpoint import Checkpoints
+    from imsyn import trained
 
-    wd = Path(workdir)
-    cfg = _run_config(wd)
-    if not (wd / "checkpoints").is_dir():
-        raise ConfigError(f"no checkpoint in generator workdir {wd}: train it first (train.py)")
-    ckpts = Checkpoints(wd / "checkpoints", read_only=True)
-    try:
-        meta = ckpts.read_meta()
-        if meta is None:
-            raise ConfigError(f"no checkpoint in generator workdir {wd}: train it first (train.py)")
-        arch = json.loads(json.dumps(dcgan.arch(cfg)))
-        if meta.get("arch") != arch:
+    p = Path(workdir)
+    if not p.exists():
+        raise InputError(f"generator workdir {p}: no such directory or model file")
+    if p.is_dir():
+        task = trained.read_run_config(p).get("task")
+        if task != "dcgan":
             raise ConfigError(
-                f"the checkpoint in {wd} does not match its config.json ({meta.get('arch')} != "
-                f"{arch})"
+                f"generator workdir {p} is a {task!r} run; editing needs a GAN run "
+                "(configs/dcgan.py)"
             )
-        state, meta = ckpts.restore(dcgan.init_state(cfg, jax.random.key(0)))
-    finally:
-        ckpts.close()
-    gen = nnx.merge(dcgan.graphdefs(cfg)[0], state["g"])
-    gen.eval()
-    return LoadedGenerator(gen, cfg, int(meta["step"]), cfg.get("generator", "dcgan_generator"))
+    model = trained.load(p, tasks=("dcgan",))
+    gen = model.module("g")
+    cfg = model.config
+    return LoadedGenerator(gen, cfg, model.step, cfg.get("generator", "dcgan_generator"))
 
 
 # --------------------------------------------------------------------------- inputs
