@@ -17,15 +17,45 @@ a SLURM ``srun`` step, ``mpirun``, a Kubernetes job; :func:`imsyn.runtime.detect
 before anything touches a device; ``--nomultihost`` turns the detection off. Every
 process then runs the same command on one shared workdir; process 0 alone holds the
 workdir's lock and writes logs, samples and reports.
+
+Help, as absl programs give it: ``-h``, ``--help``, ``-?``, ``--helpshort`` and
+``--helpfull`` print the usage and the flags and exit 0; ``--show_config`` prints every
+field of the resolved config (the preset and the ``--config.x=y`` overrides applied) with
+its value, the preset's default, its rule and a one-line meaning (:func:`describe_config`),
+and exits 0 without touching a device.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import signal
 import sys
 
 from imsyn.errors import ConfigError, ImsynError
+
+#: the command-line spellings of absl's help flags (short help; ``--helpfull``: all flags)
+HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
+
+#: entry point -> its usage line and what it does
+USAGE = {
+    "train": (
+        "python train.py --config=configs/<exp>.py[:preset] --workdir=runs/<name> "
+        "[--config.<field>=<value> ...]",
+        "Trains (or optimizes) the experiment of the config, resuming from the workdir's "
+        "checkpoint, then evaluates it and writes report.html.",
+    ),
+    "eval": (
+        "python eval.py --config=configs/<exp>.py[:preset] --workdir=runs/<name> "
+        "[--config.<field>=<value> ...]",
+        "Restores the run's newest intact checkpoint and (re)writes eval/ and report.html.",
+    ),
+    "sweep": (
+        "python sweep.py --config=configs/<exp>.py[:preset] --sweep=<name> --workdir=runs/<dir> "
+        "[--config.<field>=<value> ...]",
+        "Trains every run of the config's sweep (get_sweep) and compares them on one page.",
+    ),
+}
 
 # config.task -> module providing train(config, workdir) and evaluate(config, workdir)
 EXPERIMENTS = {
@@ -54,6 +84,211 @@ def _one_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+# --------------------------------------------------------------------------- help
+
+
+def wants_help(argv: list[str]) -> str | None:
+    """``"short"`` or ``"full"`` when ``argv`` asks for help (absl's flags), else None."""
+    args = argv[1:]
+    if "--" in args:
+        args = args[: args.index("--")]
+    if "--helpfull" in args:
+        return "full"
+    return "short" if any(a in HELP_FLAGS for a in args) else None
+
+
+def print_help(fv, mode: str, *, full: bool = False) -> None:
+    """The usage, what the entry point does, and its flags (``full``: absl's own as well)."""
+    usage, what = USAGE[mode]
+    import textwrap
+
+    lines = [f"usage: {usage}", "", *textwrap.wrap(what, 90), "", "flags:"]
+    special = {"flagfile", "undefok"}
+    seen = set()
+    for name in sorted(fv):
+        flag = fv[name]
+        if id(flag) in seen or (flag.name in special and not full):
+            continue
+        seen.add(id(flag))
+        spelled = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+        default = "" if flag.default in (None, "") else f" (default: {flag.default_as_str})"
+        lines.append(f"  {spelled}")
+        lines += textwrap.wrap(f"{flag.help}{default}", 88, initial_indent="    ",
+                               subsequent_indent="    ")  # fmt: skip
+    lines += [
+        "  --config.<field>=<value>",
+        "    set one field of the config (any field --show_config lists)",
+        "  -h, --help, -?, --helpshort",
+        "    this help (--helpfull: with absl's own flags)",
+        "",
+        "example:",
+        f"  python {mode}.py --config=configs/cyclegan.py --show_config",
+    ]
+    print("\n".join(lines))
+
+
+def _define_help_flags(fv) -> None:
+    from absl import flags
+
+    flags.DEFINE_bool(
+        "show_config",
+        False,
+        "print every field of the resolved config (value, the preset's default, rule, "
+        "meaning) and exit",
+        flag_values=fv,
+    )
+
+
+def _field_comments(path) -> dict[str, str]:
+    """``{field path: comment}`` of the ``c.<field> = ...`` lines of a Python file: the
+    comment at the end of the line, else the comment lines right above it (a one- or
+    two-word section heading such as ``# model`` does not count)."""
+    import io
+    import re
+    import tokenize
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text()
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (OSError, SyntaxError, tokenize.TokenError):
+        return {}
+    comment, code = {}, set()
+    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    for tok in tokens:
+        if tok.type == tokenize.COMMENT:
+            comment[tok.start[0]] = tok.string.lstrip("#").strip()
+        elif tok.type not in skip:
+            code.add(tok.start[0])
+    out: dict[str, str] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*c\.([\w.]+)\s*=(?!=)", line)
+        if not m or m.group(1) in out:
+            continue
+        if i in comment:
+            meaning = comment[i]
+        else:
+            block, j = [], i - 1
+            while j in comment and j not in code:
+                block.insert(0, comment[j])
+                j -= 1
+            meaning = " ".join(block)
+            if len(meaning.split()) <= 2:
+                meaning = ""
+        if meaning:
+            out[m.group(1)] = meaning if len(meaning) <= 140 else meaning[:139] + "…"
+    return out
+
+
+def _task_schema(task) -> dict:
+    if task not in EXPERIMENTS:
+        return {}
+    mod = importlib.import_module(EXPERIMENTS[task])
+    schema = dict(getattr(mod, "SCHEMA", {}) or {})
+    if task in ("dcgan", "cyclegan"):
+        from imsyn.training.loop import COMMON_SCHEMA
+
+        schema = {**COMMON_SCHEMA, **schema}
+    return schema
+
+
+def _task_sources(task, config_dir) -> list:
+    from pathlib import Path
+
+    out = []
+    if config_dir is not None:
+        out.append(Path(config_dir) / f"{task}.py")
+    if task in EXPERIMENTS:
+        spec = importlib.util.find_spec(EXPERIMENTS[task])
+        if spec is not None and spec.origin:
+            out.append(spec.origin)
+    return out
+
+
+def _followers(node) -> set[str]:
+    """The fields of ``node`` that follow its ``num_steps`` (ml_collections references):
+    those that change when ``num_steps`` does."""
+    import copy
+
+    if "num_steps" not in node or not isinstance(node["num_steps"], int):
+        return set()
+    probe = copy.deepcopy(node)
+    try:
+        probe.num_steps = node.num_steps * 2 + 7
+    except (AttributeError, TypeError, ValueError):
+        return set()
+    return {k for k in node.keys() if k != "num_steps" and probe[k] != node[k]}
+
+
+def describe_config(config, config_file: str | None = None) -> str:
+    """Every field of ``config``, one per line: ``name = value  (default: d)  rule; meaning``.
+
+    Args:
+      config: the resolved config (an ``ml_collections.ConfigDict``; nested ones are listed
+        with dotted names).
+      config_file: the ``--config`` value (``path[:preset]``): its ``get_config(preset)``
+        gives the defaults, and its comments (with those of the task's module) the meanings.
+    """
+    from pathlib import Path
+
+    default, config_dir, root_comments = None, None, {}
+    if config_file:
+        path, _, preset = str(config_file).partition(":")
+        config_dir = Path(path).parent
+        root_comments = _field_comments(path)
+        try:
+            from imsyn.training.sweep import config_module
+
+            default = config_module(path).get_config(preset or None)
+        except Exception:  # noqa: BLE001 - without defaults it is still a listing
+            default = None
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(node, dflt, prefix: str) -> None:
+        task = node.get("task") if "task" in node else None
+        schema = _task_schema(task) if isinstance(task, str) else {}
+        comments = {}
+        if isinstance(task, str):
+            for src in reversed(_task_sources(task, config_dir)):
+                comments.update(_field_comments(src))
+        follows = _followers(node)
+        for key in node.keys():
+            value = node[key]
+            has_default = dflt is not None and hasattr(dflt, "keys") and key in dflt
+            d = dflt[key] if has_default else None
+            if hasattr(value, "keys"):
+                walk(value, d, f"{prefix}{key}.")
+                continue
+            field = schema.get(key)
+            meaning = root_comments.get(f"{prefix}{key}") or comments.get(key) or ""
+            notes = [field.expect if field is not None else "", meaning]
+            if key in follows:
+                notes.append("follows num_steps unless set")
+            rows.append(
+                (
+                    f"{prefix}{key}",
+                    repr(value),
+                    repr(d) if has_default else "?",
+                    "; ".join(n for n in notes if n),
+                )
+            )
+
+    walk(config, default, "")
+    width = min(max((len(n) + len(v) + 3 for n, v, _, _ in rows), default=0), 60)
+    lines = [
+        f"# {config_file or 'config'}: field = value  (default: the preset's)  rule; meaning",
+        "# set a field with --config.<field>=<value>; * marks a value that is not the default",
+    ]
+    for name, value, dflt, text in rows:
+        mark = " " if dflt in ("?", value) else "*"
+        left = f"{name} = {value}"
+        lines.append(f"{mark}{left:<{width}}  (default: {dflt})  {text}".rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
 def main(argv: list[str], mode: str) -> int:
     """Runs ``train`` or ``evaluate`` for ``--config=... --workdir=...``."""
     from absl import flags
@@ -73,6 +308,11 @@ def main(argv: list[str], mode: str) -> int:
         "workdir", None, "run directory (checkpoints, metrics, report)", flag_values=fv
     )
     _define_multihost_flags(fv)
+    _define_help_flags(fv)
+    help_kind = wants_help(argv)
+    if help_kind is not None:
+        print_help(fv, mode, full=help_kind == "full")
+        return 0
     try:
         fv(argv)
         config = fv.config
@@ -96,6 +336,9 @@ def main(argv: list[str], mode: str) -> int:
             file=sys.stderr,
         )
         return 2
+    if fv.show_config:
+        print(describe_config(config, config_flags.get_config_filename(fv["config"])))
+        return 0
     workdir = fv.workdir or f"runs/{config.get('name', config.get('task', 'run'))}"
     import contextlib
 

@@ -190,16 +190,39 @@ def main(argv: list[str]) -> int:
     from absl import flags
     from ml_collections import config_flags
 
+    from imsyn.experiments import _define_help_flags, describe_config, print_help, wants_help
     from imsyn.runtime import enable_compilation_cache
 
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
-        "config", None, "experiment config file", flag_values=fv, lock_config=False, sys_argv=argv
+        "config",
+        None,
+        "experiment config file (configs/*.py[:preset])",
+        flag_values=fv,
+        lock_config=False,
+        sys_argv=argv,
     )
     flags.DEFINE_string("sweep", None, "sweep name (see the config's get_sweep)", flag_values=fv)
     flags.DEFINE_string("workdir", None, "sweep directory (one sub-folder per run)", flag_values=fv)
+    _define_help_flags(fv)
+    help_kind = wants_help(argv)
+    if help_kind is not None:
+        print_help(fv, "sweep", full=help_kind == "full")
+        return 0
     try:
         fv(argv)
+        if fv.show_config and fv.config is not None:
+            filename = config_flags.get_config_filename(fv["config"])
+            text = describe_config(fv.config, filename)
+            if fv.sweep:  # and what each run changes
+                runs = load_sweep(filename, fv.sweep)
+                text += "\n" + "\n".join(
+                    f"# sweep run {name}: "
+                    + (", ".join(f"{k}={v!r}" for k, v in over.items()) or "no changes")
+                    for name, over in runs
+                )
+            print(text)
+            return 0
         if fv.config is None or not fv.sweep or not fv.workdir:
             raise ConfigError("--config, --sweep and --workdir are required")
         sweep = load_sweep(config_flags.get_config_filename(fv["config"]), fv.sweep)
