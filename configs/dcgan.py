@@ -111,12 +111,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.beta1 = 0.5
     c.beta2 = 0.999
     c.lr_schedule = "constant"
-    c.decay_start = 0
+    c.decay_start = 0  # with lr_schedule="linear_decay": the step the decay starts from
     # bookkeeping
     c.log_every = 50
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
-    c.sample_every = 500
+    # steps between sample grids (default: num_steps / 40, following --config.num_steps)
+    c.sample_every = (c.get_ref("num_steps") + 39) // 40
     c.num_sample_images = 64
     # evaluation
     c.eval_samples = 500

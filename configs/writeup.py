@@ -59,7 +59,6 @@ QUICK = {
         "n_blocks": 2,
         "batch_size": 8,
         "num_steps": 600,
-        "decay_start": 300,
         "log_every": 20,
         "checkpoint_every": 600,
         "sample_every": 200,
@@ -67,7 +66,6 @@ QUICK = {
     },
     "a3.emoji": {
         "num_steps": 1000,
-        "decay_start": 500,
         "checkpoint_every": 1000,
         "sample_every": 500,
         "fid_max_images": 64,
@@ -128,4 +126,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             for part in path.split("."):
                 node = node[part]
             node.update(changes)
+        # both CycleGAN jobs' LR decays over the second half of their short schedules,
+        # following --config.a3.<job>.num_steps
+        for job in (c.a3.cyclegan, c.a3.emoji):
+            job.decay_start = job.get_ref("num_steps") // 2
     return c
