@@ -38,7 +38,7 @@ from imsyn.errors import InputError, OutputError
 
 _MODEL_HELP = "a train.py run folder (--workdir) or a file written by `python -m imsyn export`"
 BATCH = v.integer(min=1, max=v.INT32_MAX)
-NUM = v.integer(min=1, max=10**7)
+NUM = v.integer(min=1, max=10**6)
 SEED = v.integer(min=0, max=v.INT64_MAX)
 FRAMES = v.integer(min=2, max=10**4)
 EXPORT_SUFFIX = ".safetensors"
@@ -261,23 +261,30 @@ def run_sample(args: argparse.Namespace) -> int:
 
     model = trained.load(args.model, tasks=("dcgan",))
     g_def, g_state = model.generator("g")
-    z = trained.latents(args.seed, range(args.num), int(model.arch["z_dim"]))
+    z_dim = int(model.arch["z_dim"])
+    bs = args.batch_size
+
+    def write(paths: list[Path], z) -> None:
+        for i in range(0, len(paths), bs):
+            imgs = gan.generate(g_def, g_state, z[i : i + bs], batch_size=bs)
+            for path, img in zip(paths[i : i + bs], imgs, strict=True):
+                write_image(path, img)
+            bar.update(len(imgs))
+
     bar = Progress(args.num + n_frames, desc="sample", unit="img")
     try:
-        for i in range(0, args.num, args.batch_size):
-            imgs = gan.generate(g_def, g_state, z[i : i + args.batch_size])
-            for k, img in enumerate(imgs):
-                write_image(names[i + k], img)
-            bar.update(len(imgs))
+        for i in range(0, args.num, bs):  # latents a batch at a time: any --num fits
+            write(
+                names[i : i + bs],
+                trained.latents(args.seed, range(i, min(i + bs, args.num)), z_dim),
+            )
         if n_frames:
-            t = jnp.linspace(0.0, 1.0, args.interpolate, endpoint=False)
-            walk = [gan.slerp(z[i], z[i + 1], t) for i in range(args.num - 1)]
-            zf = np.concatenate([np.asarray(w) for w in walk] + [z[-1:]])
-            for j in range(0, n_frames, args.batch_size):
-                imgs = gan.generate(g_def, g_state, zf[j : j + args.batch_size])
-                for k, img in enumerate(imgs):
-                    write_image(frames[j + k], img)
-                bar.update(len(imgs))
+            k = args.interpolate
+            t = jnp.linspace(0.0, 1.0, k, endpoint=False)
+            for i in range(args.num - 1):  # K frames from sample i towards sample i + 1
+                a, b = trained.latents(args.seed, (i, i + 1), z_dim)
+                write(frames[i * k : (i + 1) * k], np.asarray(gan.slerp(a, b, t)))
+            write(frames[-1:], trained.latents(args.seed, (args.num - 1,), z_dim))  # the last
     finally:
         bar.close()
     extra = f" and {n_frames} interpolation frames" if n_frames else ""
