@@ -25,6 +25,7 @@ _SUBMODULES = (
     "progress",
     "report",
     "runtime",
+    "trained",
     "training",
 )
 
