@@ -107,7 +107,7 @@ def print_help(fv, mode: str, *, full: bool = False) -> None:
     seen = set()
     for name in sorted(fv):
         flag = fv[name]
-        if id(flag) in seen or (flag.name in special and not full):
+        if id(flag) in seen or flag.name in special:
             continue
         seen.add(id(flag))
         spelled = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
@@ -124,6 +124,8 @@ def print_help(fv, mode: str, *, full: bool = False) -> None:
         "example:",
         f"  python {mode}.py --config=configs/cyclegan.py --show_config",
     ]
+    if full:  # absl's listing, with its own flags (--flagfile, --undefok)
+        lines += ["", "all flags, as absl lists them:", fv.get_help().strip("\n")]
     print("\n".join(lines))
 
 

@@ -8,11 +8,11 @@ A trained model reaches the inference commands (``python -m imsyn translate``, `
   one is skipped with one line) after its architecture is checked against ``config.json``; or
 * an **exported file** (:func:`export`, ``python -m imsyn export``): one safetensors file
   holding the generators' arrays only (CycleGAN: ``g_xy`` and ``g_yx``; DCGAN and the style
-  generator: ``g``; no discriminators, no optimizer state) and, in its header metadata, a
-  JSON record (:data:`FORMAT`, :data:`FORMAT_VERSION`, the task, the architecture fields
-  that rebuild the networks, ``image_size``, the training step, the run's resolved config
-  and a SHA-256 of the arrays). It needs nothing but imsyn to load: the way to share a
-  trained model.
+  generator: ``g``; no discriminators, no optimizer state) and, in its header metadata
+  (``__metadata__["imsyn"]``), a JSON record (:data:`FORMAT`, :data:`FORMAT_VERSION`, the
+  task, the architecture fields that rebuild the networks, ``image_size``, the training
+  step, the run's resolved config and a SHA-256 of the arrays). It needs nothing but imsyn
+  to load: the way to share a trained model.
 
 A file is checked before use: not a safetensors file, not an imsyn model (a foreign
 safetensors file), truncated, written by a newer imsyn, of an unknown task, with arrays that
@@ -309,13 +309,19 @@ def load_file(path: str | os.PathLike) -> Model:
         raise InputError(f"model file {p}: cannot read it ({e.strerror or e})") from None
     header = _read_header(p, data)
     meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "imsyn" not in meta:
-        raise InputError(
-            f"model file {p} is not an imsyn model (a safetensors file without imsyn's "
-            "record); export one with `python -m imsyn export`"
-        )
+    foreign = InputError(
+        f"model file {p} is not an imsyn model (a safetensors file without imsyn's record); "
+        "export one with `python -m imsyn export`"
+    )
+    if not isinstance(meta, dict) or "imsyn" not in meta:
+        raise foreign
     try:
         record = json.loads(meta["imsyn"])
+    except ValueError:
+        raise InputError(f"model file {p} is damaged: its imsyn record is unreadable") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise foreign
+    try:
         version = int(record["format_version"])
         task = record["task"]
         arch, want, step = record["arch"], record["sha256"], int(record["step"])
@@ -398,7 +404,8 @@ def export(model: Model, out: str | os.PathLike) -> Path:
 
     arrays = _flat(model.states)
     rec = record(model, arrays)
-    data = st_save(arrays, metadata={"format": FORMAT, "imsyn": json.dumps(rec)})
+    # one metadata entry: safetensors writes several in no fixed order
+    data = st_save(arrays, metadata={"imsyn": json.dumps(rec, sort_keys=True)})
     return write_bytes(out, data)
 
 
