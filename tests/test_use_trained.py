@@ -26,6 +26,7 @@ TINY = dict(
     image_size=16,
     batch_size=2,
     num_steps=2,
+    decay_start=1,
     g_conv_dim=8,
     d_conv_dim=4,
     n_blocks=1,
