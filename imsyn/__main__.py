@@ -3,6 +3,8 @@
 Each task lives in ``imsyn/cli/<module>.py`` and provides
 ``add_arguments(parser)`` and ``run(args) -> int``. User errors
 (:class:`imsyn.errors.ImsynError`) print one line and exit with status 2.
+``imsyn train|eval|sweep`` are train.py, eval.py and sweep.py for an installed imsyn;
+``imsyn --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ TASKS = {
     "sample": ("trained", "write samples (and interpolation frames) of a trained DCGAN"),
     "export": ("trained", "a trained model's generators in one shareable file"),
     "weights": ("weights", "pretrained networks: list, fetch (sha256-checked) into the cache"),
+    "data": ("data", "the course's images: list, fetch (sha256-checked) into the cache"),
+    "info": ("info", "versions, backend, devices, caches, what is fetched (for bug reports)"),
+}
+
+#: the entry points of config-driven runs (train.py, eval.py, sweep.py in a clone)
+RUNS = {
+    "train": "train an experiment from a config (as train.py): --config=NAME[:preset]",
+    "eval": "evaluate a run or build the write-up (as eval.py): --config=NAME[:preset]",
+    "sweep": "train a config's sweep and compare the runs (as sweep.py)",
 }
 
 #: task name -> one example command line, shown by ``python -m imsyn <task> --help``
@@ -48,6 +59,8 @@ EXAMPLES = {
     "edit": "python -m imsyn edit project --model runs/dcgan a.png b.png --out runs/proj",
     "fid": "python -m imsyn fid real/ generated/",
     "weights": "python -m imsyn weights fetch all",
+    "data": "python -m imsyn data fetch course",
+    "info": "python -m imsyn info",
     "translate": "python -m imsyn translate --model runs/cyclegan photos/ --out-dir translated/",
     "sample": "python -m imsyn sample --model runs/dcgan --num 1000 --out-dir samples/ --seed 0",
     "export": "python -m imsyn export --model runs/cyclegan --out cyclegan.safetensors",
@@ -81,11 +94,15 @@ def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
 
     A bad command line is one line on stderr with exit status 2 (no usage block).
     """
+    import imsyn
     from imsyn.validate import one_line_errors
 
     parser = argparse.ArgumentParser(prog="imsyn", description=__doc__.splitlines()[0])
     one_line_errors(parser)
+    parser.add_argument("--version", action="version", version=f"imsyn {imsyn.__version__}")
     sub = parser.add_subparsers(dest="task", metavar="TASK")
+    for name, help_text in RUNS.items():  # listed here, run by main() before parsing
+        sub.add_parser(name, help=help_text, add_help=False)
     for name, (mod_name, help_text) in TASKS.items():
         p = sub.add_parser(
             name,
@@ -111,10 +128,28 @@ def _build_parser(task: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def run_experiment(mode: str, argv: list[str]) -> int:
+    """``imsyn train|eval|sweep --config=NAME[:preset] ...``: train.py, eval.py and sweep.py
+    of a clone, for an installed imsyn (``--config=cyclegan`` names a config shipped in the
+    package; see :func:`imsyn.experiments.resolve_config_arg`)."""
+    from imsyn.runtime import keep_freed_memory
+
+    keep_freed_memory()  # if IMSYN_KEEP_FREED_MEMORY=1; before anything allocates
+    if mode == "sweep":
+        from imsyn.training.sweep import main as sweep_main
+
+        return sweep_main(["imsyn sweep", *argv])
+    from imsyn.experiments import main as experiment_main
+
+    return experiment_main([f"imsyn {mode}", *argv], mode)
+
+
 def main(argv: list[str] | None = None) -> int:
     from imsyn.errors import ImsynError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in RUNS:
+        return run_experiment(argv[0], argv[1:])
     task = next((a for a in argv if not a.startswith("-")), None)
     parser = _build_parser(task if task in TASKS else None)
     args = parser.parse_args(argv)

@@ -1,7 +1,9 @@
 """Process-level set-up shared by CLIs, train.py/eval.py and tests.
 
-* :func:`cache_dir` — the imsyn cache home (``$IMSYN_CACHE_DIR``, else
-  ``$XDG_CACHE_HOME/imsyn``, else ``~/.cache/imsyn``).
+* :func:`cache_home` / :func:`cache_dir` — the imsyn cache home (``$IMSYN_CACHE_DIR``, else
+  ``$XDG_CACHE_HOME/imsyn``, else ``~/.cache/imsyn``) and folders under it; the course data
+  (:func:`imsyn.course_data.data_dir`) and pretrained weights (:func:`imsyn.weights.weights_dir`)
+  live there.
 * :func:`enable_compilation_cache` — JAX's persistent compilation cache under
   ``cache_dir()/jax`` so that a second run of the same command does not recompile.
 * :func:`keep_freed_memory` — opt-in glibc malloc settings for training processes (called
@@ -21,13 +23,19 @@ from pathlib import Path
 _ENABLED = False
 
 
-def cache_dir(*parts: str) -> Path:
-    """Returns (and creates) a directory under the imsyn cache home."""
+def cache_home() -> Path:
+    """The imsyn cache home (not created): ``$IMSYN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/imsyn``, else ``~/.cache/imsyn``."""
     root = os.environ.get("IMSYN_CACHE_DIR")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "imsyn")
-    path = Path(root, *parts)
+    return Path(root)
+
+
+def cache_dir(*parts: str) -> Path:
+    """Returns (and creates) a directory under the imsyn cache home."""
+    path = Path(cache_home(), *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib
 import json
 import os
@@ -27,14 +26,15 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from imsyn.errors import InputError, OutputError
+from imsyn.fetching import URL_TIMEOUT_S, download_url, reason, sha256_of, staging_dir
+
+__all__ = ["NETWORKS", "Network", "Source", "cached", "fetch", "get", "original", "sha256_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +127,6 @@ NETWORKS: dict[str, Network] = {
     )
 }
 
-URL_TIMEOUT_S = 30.0
 PIP_TIMEOUT_S = 900.0
 
 
@@ -137,11 +136,9 @@ PIP_TIMEOUT_S = 900.0
 def weights_dir() -> Path:
     """The weights cache (not created): ``$IMSYN_CACHE_DIR/weights``, else
     ``$XDG_CACHE_HOME/imsyn/weights``, else ``~/.cache/imsyn/weights``."""
-    root = os.environ.get("IMSYN_CACHE_DIR")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "imsyn")
-    return Path(root, "weights")
+    from imsyn.runtime import cache_home
+
+    return cache_home() / "weights"
 
 
 def get(name: str) -> Network:
@@ -216,27 +213,8 @@ def status(name: str) -> dict:
 # --------------------------------------------------------------------------- fetching
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _download_url(url: str, dest: Path, *, log) -> None:
-    from imsyn.progress import Progress
-
-    with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as r, open(dest, "wb") as f:
-        total = int(r.headers.get("content-length") or 0)
-        bar = Progress(total=max(total >> 20, 1), desc=f"download {dest.name}", unit="MiB")
-        done = 0
-        for block in iter(lambda: r.read(1 << 20), b""):
-            f.write(block)
-            done += len(block)
-            if done >> 20 > bar.n:
-                bar.update((done >> 20) - bar.n)
-        bar.close()
+    download_url(url, dest, timeout=URL_TIMEOUT_S)
 
 
 def _member_of(archive: Path, member: str, dest: Path) -> None:
@@ -292,12 +270,7 @@ def _convert(net: Network, raw: Path, dst: Path) -> None:
 
 
 def _work_dir() -> Path:
-    root = weights_dir()
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
-    except OSError as e:
-        raise OutputError(f"{root}: cannot use the weights cache ({e.strerror or e})") from None
+    return staging_dir(weights_dir(), "weights cache")
 
 
 def _install(net: Network, raw: Path, source: str, work: Path) -> Path:
@@ -382,8 +355,7 @@ def fetch(name: str, *, force: bool = False, file: str | os.PathLike | None = No
                 if got != net.sha256:
                     raise InputError(f"sha256 {got[:16]}… is not the expected {net.sha256[:16]}…")
             except (InputError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                errors.append(f"{src}: {str(reason).strip() or type(e).__name__}")
+                errors.append(f"{src}: {reason(e)}")
                 continue
             log(f"{name}: {net.filename} sha256 verified; converting")
             return _install(net, raw, str(src), work)
