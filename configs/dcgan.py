@@ -23,10 +23,11 @@ Presets (``--config=configs/dcgan.py:<preset>``), each a few overrides of the de
   its runs give ``configs/editing.py`` the latent spaces z, w and w+.
 * ``grumpy``: the course's settings — batch 16, 500 epochs of the 204 grumpy-cat
   images (12 full batches per epoch → 6000 steps), 64 px, least squares,
-  instance norm, deluxe augmentation, Adam(2e-4, 0.5, 0.999)::
+  instance norm, deluxe augmentation, Adam(2e-4, 0.5, 0.999); the images are the fetched
+  course data (``data="folder:@data/gan/grumpifyBprocessed"``)::
 
-      python train.py --config=configs/dcgan.py:grumpy \\
-          --config.data=folder:../shared/data/gan/grumpifyBprocessed --workdir=runs/grumpy
+      python -m imsyn data fetch cats     # once
+      python train.py --config=configs/dcgan.py:grumpy --workdir=runs/grumpy
 
   The course reports recognisable cat faces with deluxe augmentation + DiffAugment
   (``--config.diffaug=color,translation,cutout``) and collapsed or overfitted samples
@@ -72,7 +73,7 @@ PRESETS = {
     },
     "grumpy": {
         "name": "dcgan_grumpy",
-        "data": "folder:../shared/data/gan/grumpifyBprocessed",
+        "data": "folder:@data/gan/grumpifyBprocessed",  # python -m imsyn data fetch cats
         "num_steps": 500 * (204 // 16),
         "augment": "deluxe",
         "checkpoint_every": 500,

