@@ -21,7 +21,7 @@ parameters, optimizer state and losses; ``imsyn_bfloat16`` / ``imsyn_<ls>_bfloat
 float32. Poisson and colorize are float32 only. Each case runs warm-up steps (the
 first one's time, mostly compilation, is reported) and then timed steps for about
 ``--seconds`` (at least ``--min-steps``); the whole script stays well under 8 minutes on one
-GPU. Data are synthetic (the device machine has no ``../shared/data``).
+GPU. Data are synthetic (the device machine need not have the course data).
 
 On a machine without an accelerator it says so and runs a ~10-second smoke test of every case
 at tiny shapes (rates meaningless), exit status 0.

@@ -30,7 +30,7 @@ Sections (all in one run):
 ``--check`` only aligns the real plates and compares them with the consensus in
 ``prokudin/reported_offsets.md`` (exit status 1 if any is off by more than 1 px).
 
-    python benchmarks/align.py [--quick] [--check] [--data ../shared/data]
+    python benchmarks/align.py [--quick] [--check] [--data DIR]   # default: the fetched course data
     python benchmarks/align.py --pipeline --repeats 11 --json pipeline.json   # section 5 only
 """
 
@@ -474,7 +474,7 @@ def section_pipeline(height, width, quick, *, repeats=None, peer_levels=(1, 0)):
 
 
 def check(data_dir) -> int:
-    # emir's Library of Congress original is 3741 x 9740 px (W x H); the shared copy 500 x 1300
+    # emir's Library of Congress original is 3741 x 9740 px (W x H); the course copy 500 x 1300
     from imsyn.align import EMIR_FULL_HEIGHT
 
     table = consensus(data_dir)
@@ -516,7 +516,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller plate, fewer repeats")
     ap.add_argument("--check", action="store_true", help="only check the real plates")
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument(
+        "--data", type=Path, default=None, help="course data (default: python -m imsyn data path)"
+    )
     ap.add_argument("--size", type=int, default=None, help="synthetic channel side (3200)")
     ap.add_argument("--pipeline", action="store_true", help="only section 5 (whole pipeline)")
     ap.add_argument("--repeats", type=int, default=None, help="section 5 rounds (7; quick 2)")
@@ -525,6 +527,10 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None, help="write section 5's numbers here")
     args = ap.parse_args(argv)
+    if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
+        from imsyn.course_data import data_dir
+
+        args.data = data_dir()
 
     sys.path.insert(0, str(ROOT))
     from imsyn.runtime import enable_compilation_cache
@@ -555,7 +561,10 @@ def main(argv=None) -> int:
         section_real(args.data, args.quick)
         check(args.data)
     else:
-        print(f"({args.data}/prokudin not found: real-plate sections skipped)\n")
+        print(
+            f"({args.data}/prokudin not found: real-plate sections skipped; "
+            "python -m imsyn data fetch prokudin)\n"
+        )
     section_compile(size)
     pipeline()
     return 0

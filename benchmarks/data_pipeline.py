@@ -9,7 +9,7 @@ batch 16, the default config) with and without DiffAugment, and prints the ratio
 pipeline images/s / step images/s (the faster of the two steps; target >= 10) and
 grain / torch.
 
-    python benchmarks/data_pipeline.py [--quick] [--data ../shared/data]
+    python benchmarks/data_pipeline.py [--quick] [--data DIR]   # default: the fetched course data
 """
 
 from __future__ import annotations
@@ -127,16 +127,23 @@ def step_rate(data_spec, diffaug, n_steps):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer batches and steps")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--data", default=None, help="course data (default: python -m imsyn data path)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch DataLoader peer")
     args = p.parse_args(argv)
+    if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
+        from imsyn.course_data import data_dir
+
+        args.data = str(data_dir())
     from imsyn.data import get_source
 
     n_batches = 20 if args.quick else 100
     n_steps = 3 if args.quick else 10
     cats = Path(args.data) / "gan" / "grumpifyBprocessed"
     if not cats.is_dir():
-        print(f"data_pipeline: error: {cats} not found (pass --data)", file=sys.stderr)
+        print(
+            f"data_pipeline: error: {cats} not found (python -m imsyn data fetch cats, or --data)",
+            file=sys.stderr,
+        )
         return 2
     sources = {
         "cats folder": get_source(f"folder:{cats}", image_size=SIZE),

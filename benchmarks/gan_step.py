@@ -18,7 +18,7 @@ Each framework runs in a process of its own (as in training: one heap per framew
 processes' windows alternating; JAX compile time is reported separately. ``ratio`` = JAX steps/s ÷
 PyTorch steps/s (> 1: imsyn is faster), the median of the per-pair ratios.
 
-    python benchmarks/gan_step.py [--quick] [--data ../shared/data] [--only cyclegan64,...]
+    python benchmarks/gan_step.py [--quick] [--data DIR] [--only cyclegan64,...]  # DIR: course data
     python benchmarks/gan_step.py --pin-core=0 --threads=1   # both on one core
     python benchmarks/gan_step.py --pin-core=0 --threads=1 --layers=128   # per-layer table
 
@@ -74,7 +74,7 @@ def load_batch(data: Path, size: int, batch: int, rng) -> tuple[np.ndarray, np.n
         d = data / "gan" / folder
         files = sorted(d.glob("*.png"))
         if not files:
-            sys.exit(f"gan_step.py: error: no PNGs in {d} (use --data)")
+            sys.exit(f"gan_step.py: error: no PNGs in {d} (imsyn data fetch cats, or --data)")
         pick = rng.choice(len(files), batch, replace=len(files) < batch)
         imgs = []
         for i in pick:
@@ -594,7 +594,7 @@ def _start(framework: str, name: str, opts: dict):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer steps, skip 256 px")
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--data", default=None, help="course data (default: python -m imsyn data path)")
     p.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(CASES)}")
     p.add_argument("--steps", type=int, default=None, help="steps per timed window")
     p.add_argument("--reps", type=int, default=None, help="timed windows (median)")
@@ -632,6 +632,10 @@ def main(argv=None) -> int:
         "does with IMSYN_KEEP_FREED_MEMORY=1; default: glibc's malloc as it is)",
     )
     args = p.parse_args(argv)
+    if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
+        from imsyn.course_data import data_dir
+
+        args.data = str(data_dir())
     opts = {
         "pin_core": args.pin_core,
         "threads": args.threads,

@@ -17,7 +17,7 @@ weights 1 / 1e6), clamping to [0, 1] — and:
 
 Ratios are PyTorch time / imsyn time (> 1: imsyn is faster).
 
-    python benchmarks/nst.py [--quick] [--data ../shared/data] [--weights vgg19.npz]
+    python benchmarks/nst.py [--quick] [--data DIR] [--weights vgg19.npz]   # DIR: course data
 """
 
 from __future__ import annotations
@@ -255,7 +255,9 @@ def memory_check(args, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256 px only, fewer reps, no 1024 check")
-    ap.add_argument("--data", type=Path, default=ROOT / ".." / "shared" / "data")
+    ap.add_argument(
+        "--data", type=Path, default=None, help="course data (default: python -m imsyn data path)"
+    )
     ap.add_argument(
         "--weights",
         default=None,
@@ -266,13 +268,18 @@ def main():
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--lbfgs-reps", type=int, default=None)
     args = ap.parse_args()
+    if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
+        from imsyn.course_data import data_dir
+
+        args.data = data_dir()
     args.sizes = args.sizes or ([256] if args.quick else [256, 512])
     args.steps = args.steps or (5 if args.quick else 10)
     args.reps = args.reps or (3 if args.quick else 5)
     args.lbfgs_reps = args.lbfgs_reps or (1 if args.quick else 2)
     if not (args.data / "nst" / "content" / "tubingen.jpg").exists():
         sys.exit(
-            f"benchmarks/nst.py: error: {args.data}/nst/content/tubingen.jpg not found (--data)"
+            f"benchmarks/nst.py: error: {args.data}/nst/content/tubingen.jpg not found "
+            "(python -m imsyn data fetch nst, or --data)"
         )
     from imsyn.models import vgg
     from imsyn.runtime import enable_compilation_cache

@@ -11,7 +11,7 @@ Also checks the toy problem on ``poisson/toy_problem.png`` and, with
 ``--figures DIR``, writes the bear/pool blend next to cv2's and a Color2Gray
 comparison with ``cv2.decolor``.
 
-    python benchmarks/poisson.py [--quick] [--figures docs/img] [--data ../shared/data]
+    python benchmarks/poisson.py [--quick] [--figures docs/img] [--data DIR]   # DIR: course data
 """
 
 from __future__ import annotations
@@ -262,16 +262,23 @@ def figures(data: Path, out_dir: Path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="256² and 512² only, 1 repeat")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=None, help="course data (default: python -m imsyn data path)")
     ap.add_argument("--figures", default=None, help="write comparison PNGs here (docs/img)")
     ap.add_argument("--sizes", default=None, help="comma-separated region sides, e.g. 256,1024")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--no-spsolve", action="store_true", help="skip the direct reference")
     args = ap.parse_args(argv)
+    if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
+        from imsyn.course_data import data_dir
+
+        args.data = str(data_dir())
     enable_compilation_cache()
     data = Path(args.data)
     if not (data / "poisson").is_dir():
-        print(f"error: {data}/poisson not found (give --data)", file=sys.stderr)
+        print(
+            f"error: {data}/poisson not found (python -m imsyn data fetch poisson, or --data)",
+            file=sys.stderr,
+        )
         return 2
     sizes = (
         [int(s) for s in args.sizes.split(",")]
