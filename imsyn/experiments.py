@@ -31,6 +31,7 @@ import importlib
 import importlib.util
 import signal
 import sys
+from pathlib import Path
 
 from imsyn.errors import ConfigError, ImsynError
 
@@ -65,6 +66,47 @@ EXPERIMENTS = {
     "editing": "imsyn.tasks.editing",
     "writeup": "imsyn.tasks.writeup",
 }
+
+
+def configs_dir() -> Path:
+    """The experiment configs: the installed package ``imsyn.configs`` (a wheel carries
+    ``configs/*.py`` there), else the ``configs/`` folder of the clone imsyn runs from."""
+    try:
+        spec = importlib.util.find_spec("imsyn.configs")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_arg(value: str) -> str:
+    """A ``--config`` value with the config file found: ``path[:preset]`` as given when the
+    file exists; else ``NAME``, ``NAME.py`` or ``configs/NAME.py`` name the shipped config
+    ``NAME`` (:func:`configs_dir`), so ``--config=cyclegan:cats`` and the README's
+    ``--config=configs/cyclegan.py`` work from any folder with an installed imsyn."""
+    path, sep, preset = str(value).partition(":")
+    if not path or Path(path).expanduser().is_file():
+        return value
+    p = Path(path)
+    stem = p.name[:-3] if p.name.endswith(".py") else p.name
+    if p.parent.as_posix() not in (".", "configs") or not stem.isidentifier():
+        return value
+    shipped = configs_dir() / f"{stem}.py"
+    return f"{shipped}{sep}{preset}" if shipped.is_file() else value
+
+
+def resolve_config_argv(argv: list[str]) -> list[str]:
+    """``argv`` with its ``--config`` value passed through :func:`resolve_config_arg`."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg.startswith("--config="):
+            out[i] = "--config=" + resolve_config_arg(arg[len("--config=") :])
+        elif arg == "--config" and i + 1 < len(out):
+            out[i + 1] = resolve_config_arg(out[i + 1])
+    return out
 
 
 def get_experiment(config):
@@ -297,6 +339,7 @@ def main(argv: list[str], mode: str) -> int:
     from ml_collections import config_flags
 
     prog = "train.py" if mode == "train" else "eval.py"
+    argv = resolve_config_argv(argv)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config",
@@ -324,7 +367,9 @@ def main(argv: list[str], mode: str) -> int:
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{prog}: error: config file: {_one_line(e)}", file=sys.stderr)
+        names = sorted(f.stem for f in configs_dir().glob("*.py") if not f.stem.startswith("_"))
+        shipped = f" (shipped configs: {', '.join(names)})" if names else ""
+        print(f"{prog}: error: config file: {_one_line(e)}{shipped}", file=sys.stderr)
         return 2
     except (AttributeError, KeyError) as e:  # an unknown field in a --config.x override
         print(f"{prog}: error: unknown config field in an override: {e}", file=sys.stderr)

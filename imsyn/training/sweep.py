@@ -190,9 +190,16 @@ def main(argv: list[str]) -> int:
     from absl import flags
     from ml_collections import config_flags
 
-    from imsyn.experiments import _define_help_flags, describe_config, print_help, wants_help
+    from imsyn.experiments import (
+        _define_help_flags,
+        describe_config,
+        print_help,
+        resolve_config_argv,
+        wants_help,
+    )
     from imsyn.runtime import enable_compilation_cache
 
+    argv = resolve_config_argv(argv)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config",
