@@ -11,6 +11,7 @@ A failed fetch removes the staging folder and leaves the cache as it was.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -56,17 +57,20 @@ def download_url(
       progress: show a progress line in MiB (for large files).
 
     Raises:
-      OSError: the server cannot be reached, answers with an error status, or the write
-        fails (``urllib.error.URLError`` is an ``OSError``).
+      OSError: the server cannot be reached, answers with an error status, the URL or the
+        reply is malformed, or the write fails (``urllib.error.URLError`` is an ``OSError``).
     """
+    try:
+        return _download(url, Path(dest), timeout=timeout or URL_TIMEOUT_S, progress=progress)
+    except http.client.HTTPException as e:  # a malformed URL or reply: as unreachable
+        raise OSError(f"{type(e).__name__}: {e}") from None
+
+
+def _download(url: str, dest: Path, *, timeout: float, progress: bool) -> str:
     from imsyn.progress import Progress
 
     h = hashlib.sha256()
-    dest = Path(dest)
-    with (
-        urllib.request.urlopen(url, timeout=timeout or URL_TIMEOUT_S) as r,
-        open(dest, "wb") as f,
-    ):
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
         total = int(r.headers.get("content-length") or 0)
         bar = Progress(
             total=max(total >> 20, 1),

@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from",
         dest="from_dir",
         metavar="DIR",
-        help="a local copy laid out like the data folder (e.g. ../shared/data): every file "
-        "is checked against its sha256 and copied; nothing is downloaded",
+        help="a local copy laid out like the data folder: every file is checked against its "
+        "sha256 and copied; nothing is downloaded (e.g. --from ../shared/data)",
     )
     fe.add_argument(
         "--mirror",

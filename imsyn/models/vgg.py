@@ -48,7 +48,7 @@ Without any weights the explicit random-feature mode is used: He-normal kernels
 from a fixed seed, zero biases, ImageNet normalization, ``source == "random"``,
 and a warning on stderr. It is not rescaled: He initialisation already keeps the
 mean activation of every layer between 0.77 and 1.10 on the reference set (0.59
-to 0.91 on the photos and paintings of ``../shared/data/nst``), so loss weights
+to 0.91 on the photos and paintings of the course data's ``nst/``), so loss weights
 mean about the same for it as for a normalized file. Random VGG features still
 give textures and a recognisable stylization (Ustyuzhaninov et al., 2017) but
 much weaker than trained features.

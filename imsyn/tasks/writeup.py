@@ -257,10 +257,11 @@ def validate_config(config) -> None:
     for section, schema in SUB_SCHEMA.items():
         validate.check(config[section], schema, prefix=f"config.{section}")
     root = data_root(config)
-    for section in _sections(config["only"]) or SECTIONS:
+    sections = _sections(config["only"]) or SECTIONS
+    for section in sections:
         for rel in DATA.get(section, ()):
             _require(root / rel, f"config.data_root (section {section} needs it)")
-    for section in ("a4",):
+    for section in ("a4",) if "a4" in sections else ():
         for field, sub in (("contents", "content"), ("styles", "style")):
             for name in _split(config[section][field]):
                 _require(root / "nst" / sub / name, f"config.a4.{field}")
