@@ -26,9 +26,11 @@ Presets (``--config=configs/cyclegan.py:<preset>``), each a few overrides of the
 
       python train.py --config=configs/cyclegan.py:full --workdir=runs/cg_full
 
-* ``cats``: ``full`` on the course's grumpy ↔ Russian-blue cats (folders beside the
-  checkout), deluxe augmentation; unpaired, so the evaluation has FID/KID, cycle errors and
-  grids but no paired metrics::
+* ``cats``: ``full`` on the course's grumpy ↔ Russian-blue cats (``python -m imsyn data
+  fetch cats`` once), deluxe augmentation; unpaired, so the evaluation has FID/KID, cycle
+  errors and grids but no paired metrics; the folders have no test split, so the
+  evaluation runs on the training images and ``eval/metrics.json`` says so
+  (``test_is_train``)::
 
       python train.py --config=configs/cyclegan.py:cats --workdir=runs/cats
 
@@ -65,7 +67,6 @@ _COURSE = {
     "image_size": 64,
     "num_steps": 10000,
     "batch_size": 16,
-    "decay_start": 5000,
     "g_conv_dim": 64,
     "d_conv_dim": 64,
     "diffaug": "color,translation,cutout",
@@ -81,8 +82,8 @@ PRESETS = {
     "cats": {
         **_COURSE,
         "name": "cyclegan_cats",
-        "data": "folder:../shared/data/gan/grumpifyAprocessed",
-        "data_y": "folder:../shared/data/gan/grumpifyBprocessed",
+        "data": "folder:@data/gan/grumpifyAprocessed",  # python -m imsyn data fetch cats
+        "data_y": "folder:@data/gan/grumpifyBprocessed",
         "augment": "deluxe",
     },
     "horse2zebra": {
@@ -94,7 +95,6 @@ PRESETS = {
         "num_steps": 200 * 1067,  # 200 epochs of trainA at batch 1, as in the paper
         "batch_size": 1,
         "lr": 2e-4,
-        "decay_start": 100 * 1067,
         "g_conv_dim": 64,
         "d_conv_dim": 64,
         "n_blocks": 9,
@@ -106,6 +106,10 @@ PRESETS = {
         "log_every": 100,
     },
 }
+
+#: preset name -> (a, b): the linear LR decay starts at step num_steps * a // b (the default:
+#: the last third; the course's and the paper's schedules: the second half)
+DECAY_START = {"": (2, 3), "full": (1, 2), "cats": (1, 2), "horse2zebra": (1, 2)}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -130,7 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.beta1 = 0.5
     c.beta2 = 0.999
     c.lr_schedule = "linear_decay"
-    c.decay_start = 2666
+    # constant LR, then linear decay to 0 from this step (default: the preset's
+    # DECAY_START fraction of num_steps, following --config.num_steps)
+    c.decay_start = c.get_ref("num_steps") * DECAY_START[arg][0] // DECAY_START[arg][1]
     # model
     c.g_conv_dim = 32
     c.d_conv_dim = 32
@@ -138,6 +144,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.block_convs = 2
     c.norm = "instance"
     c.padding_mode = "reflect"
+    c.g_skip = "none"
     c.discriminator = "patch"
     c.spectral_norm = False
     # compute dtype: "float32", or "bfloat16" (mixed precision: bf16 compute, float32
@@ -152,7 +159,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 25
     c.checkpoint_every = 500
     c.keep_checkpoints = 2
-    c.sample_every = 250
+    # steps between sample grids (default: num_steps / 16, following --config.num_steps)
+    c.sample_every = (c.get_ref("num_steps") + 15) // 16
     c.memory_check = True
     # evaluation: FID/KID features ("auto": the real TF-FID Inception-v3 when fetched with
     # `python -m imsyn weights fetch inception_fid`, else the offline random_conv_v1 fallback;

@@ -302,6 +302,7 @@ def make_cyclegan(
     block_convs: int = 2,
     norm: str = "instance",
     padding_mode: str = "reflect",
+    g_skip: str = "none",
     discriminator: str = "patch",
     spectral_norm: bool = False,
     key: jax.Array,
@@ -312,6 +313,7 @@ def make_cyclegan(
       image_size: side of the images (the ``dc`` discriminator is built for it: 32 or 64).
       g_conv_dim, d_conv_dim: base widths of the generators and discriminators.
       n_blocks, block_convs, padding_mode: the generators' residual blocks.
+      g_skip: the generators' skip: "none" or "input" (start as the identity, learn the change).
       norm: "instance", "batch" or "none" (all four networks).
       discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70) or "dc".
       spectral_norm: spectral normalisation on every discriminator conv.
@@ -333,6 +335,7 @@ def make_cyclegan(
         norm=norm,
         padding_mode=padding_mode,
         block_convs=block_convs,
+        skip=g_skip,
     )
     disc = models.get(DISCRIMINATORS[discriminator])
     d_kw = dict(conv_dim=d_conv_dim, norm=norm, spectral_norm=spectral_norm)

@@ -72,6 +72,26 @@ def test_network_shapes_and_registry():
         g(jnp.zeros((1, 30, 30, 3)))
 
 
+def test_input_skip_starts_as_identity_stays_in_range_and_white_can_darken():
+    g = models.get("cycle_resnet")(conv_dim=8, n_blocks=1, skip="input", rngs=nnx.Rngs(0))
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+    x[:, :4] = 1.0  # a white band, as around every emoji
+    x = jnp.asarray(x)
+    np.testing.assert_array_equal(np.asarray(g(x)), np.asarray(x))  # untrained: identity
+    gd, st = nnx.split(g)
+
+    def darkness(st):  # how dark the white band becomes
+        return -jnp.mean(nnx.merge(gd, st)(x)[:, :4])
+
+    grads = jax.grad(darkness)(st)
+    assert float(jnp.abs(grads["up2"]["conv"]["kernel"][...]).max()) > 0  # white can darken
+    big = jax.tree.map(lambda a: a * 50.0, st)  # any residual keeps the output in range
+    y = nnx.merge(gd, big)(x)
+    assert float(y.min()) >= -1.0 and float(y.max()) <= 1.0
+    with pytest.raises(ValueError, match="skip"):
+        models.get("cycle_resnet")(conv_dim=8, skip="add", rngs=nnx.Rngs(0))
+
+
 # --------------------------------------------------------------------------- step
 
 

@@ -48,6 +48,7 @@ from flax import nnx
 from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
 from imsyn.image import from_network, make_grid, to_float, to_network, write_image
+from imsyn.models.cyclegan import SKIPS
 from imsyn.models.layers import DTYPES, NORMS
 from imsyn.runtime import available_bytes
 from imsyn.training import loop
@@ -70,6 +71,7 @@ SCHEMA = {
     "d_conv_dim": integer(min=1),
     "n_blocks": integer(min=0),
     "block_convs": one_of(1, 2),
+    "g_skip": one_of(*SKIPS),
     "norm": one_of(*NORMS),
     "padding_mode": one_of("zeros", "reflect"),
     "discriminator": one_of(*gan.DISCRIMINATORS),
@@ -278,6 +280,7 @@ def arch(config) -> dict:
         "block_convs": config.block_convs,
         "norm": config.norm,
         "padding_mode": config.padding_mode,
+        "g_skip": config.g_skip,
         "discriminator": config.discriminator,
         "spectral_norm": config.spectral_norm,
         "pool_size": config.pool_size,
@@ -294,6 +297,7 @@ def build_models(config, key) -> gan.CycleGAN:
         block_convs=config.block_convs,
         norm=config.norm,
         padding_mode=config.padding_mode,
+        g_skip=config.g_skip,
         discriminator=config.discriminator,
         spectral_norm=config.spectral_norm,
         key=key,
@@ -519,6 +523,14 @@ def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> 
             if k in result[direction]:
                 result[f"{direction}_{k}"] = result[direction][k]
     result["paired"] = paired
+    # a folder without a test split is evaluated on its training images: say so
+    reused = [d for d in ("x", "y") if getattr(sources[d, "test"], "test_is_train", False)]
+    if reused:
+        result["test_is_train"] = reused
+        result["test_note"] = (
+            f"domain(s) {', '.join(reused)} have no test split: their 'test' images are the "
+            "training images (give a folder with train/ and test/, or ?test_fraction=)"
+        )
     category = (pairing or {}).get("category") or ""
     result["data"] = {"x": config.data, "y": config.data_y, "split": "test", "category": category}
     result["metric_range"] = (
