@@ -5,8 +5,16 @@
   refused before any work.
 * :func:`claim_workdir` — a run's workdir is held by one process at a time (an
   OS file lock, released when the process dies, so a killed run's lock is simply
-  taken over), and ``train.py`` writes only into an empty folder or its own
-  earlier workdir.
+  taken over), and ``train.py`` (and the write-up) writes only into an empty folder
+  or its own earlier workdir.
+
+Ownership is proven by a marker only imsyn writes, ``.imsyn-run.json`` (the task and a
+run id, written when a run first claims an empty folder), never by familiar file names:
+a user's folder holding ``config.json``, ``report.html``, ``index.html`` or
+``results.json`` is refused, nothing changed. Workdirs written before the marker existed
+are recognised by what no user folder holds: a ``checkpoints/<step>/meta`` record with
+imsyn's architecture record and state digest (a run), or the write-up's ``state/``
+records next to its ``config.json``; such a workdir gets its marker when it is resumed.
 
 Groups of files that belong together (a result and its JSON sidecar) are written
 with :func:`imsyn.image.write_together`: all or nothing.
@@ -18,6 +26,7 @@ import contextlib
 import errno
 import json
 import os
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,15 +34,9 @@ from imsyn.errors import OutputError
 
 #: the lock file a run holds in its workdir
 LOCK_NAME = ".imsyn.lock"
-#: what a workdir written by imsyn holds (any one of them is enough to recognise it)
-WORKDIR_MARKERS = (
-    "config.json",
-    "checkpoints",
-    "metrics.jsonl",
-    "report.html",
-    "sweep.json",
-    "comparison.html",
-)
+#: the marker that makes a folder imsyn's own: ``{"imsyn": "workdir", "task", "run_id"}``
+MARKER_NAME = ".imsyn-run.json"
+_OURS = (LOCK_NAME, MARKER_NAME)
 
 
 # --------------------------------------------------------------------------- outputs vs inputs
@@ -91,16 +94,56 @@ def check_outputs(
 # --------------------------------------------------------------------------- workdirs
 
 
-def is_workdir(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` looks like a workdir imsyn wrote (or a sweep of such workdirs)."""
-    f = Path(folder)
+def read_marker(folder: str | os.PathLike) -> dict | None:
+    """The ownership marker of ``folder`` (``{"imsyn": "workdir", "task", "run_id", ...}``),
+    or None when it has none (or one that is not imsyn's)."""
     try:
-        entries = [e for e in f.iterdir() if e.name != LOCK_NAME]
+        m = json.loads((Path(folder) / MARKER_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if (
+        not isinstance(m, dict)
+        or m.get("imsyn") != "workdir"
+        or not isinstance(m.get("run_id"), str)
+    ):
+        return None
+    return m
+
+
+def _legacy_evidence(p: Path) -> str | None:
+    """Why ``p`` is a workdir written before the marker existed, or None.
+
+    A run: ``checkpoints/<step>/meta/metadata`` is imsyn's checkpoint record (a JSON
+    object with ``arch`` and the state's ``digest``). The write-up: ``config.json`` says
+    ``"task": "writeup"`` and ``state/`` holds its experiment records."""
+    ck = p / "checkpoints"
+    try:
+        steps = [e for e in ck.iterdir() if e.name.isdigit()] if ck.is_dir() else []
     except OSError:
-        return False
-    if any(e.name in WORKDIR_MARKERS for e in entries):
-        return True
-    return bool(entries) and all(e.is_dir() and is_workdir(e) for e in entries)
+        steps = []
+    for step in steps:
+        try:
+            meta = json.loads((step / "meta" / "metadata").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("arch"), dict) and "digest" in meta:
+            return "checkpoint"
+    if _saved_task(p) == "writeup":
+        try:
+            records = [json.loads(f.read_text()) for f in (p / "state").glob("*.json")]
+        except (OSError, ValueError):
+            records = []
+        if records and all(isinstance(r, dict) and "key" in r for r in records):
+            return "writeup"
+    return None
+
+
+def is_workdir(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a workdir imsyn wrote: it holds imsyn's marker (or, written by
+    an earlier version, imsyn's checkpoint or write-up records). File names alone never
+    count."""
+    f = Path(folder)
+    return read_marker(f) is not None or _legacy_evidence(f) is not None
 
 
 _HELD: dict[Path, list] = {}  # resolved workdir -> [lock fd, depth]
@@ -126,27 +169,41 @@ def check_folder(workdir: str | os.PathLike) -> None:
         raise OutputError(f"workdir {p}: {probe} is not a directory")
 
 
-def _check_train_target(p: Path, task: str | None) -> None:
+def _check_train_target(p: Path, task: str | None) -> dict | None:
+    """Checks that ``p`` may be written by a run of ``task``; returns the marker to write
+    (None: the folder holds its marker already)."""
     check_folder(p)
     probe, _ = _first_missing(p)
+    fresh = {"imsyn": "workdir", "task": task, "run_id": uuid.uuid4().hex}
     if probe == p:
         try:
-            others = [e.name for e in p.iterdir() if e.name != LOCK_NAME]
+            others = [e.name for e in p.iterdir() if e.name not in _OURS]
         except OSError as e:
             raise OutputError(f"workdir {p}: cannot read it ({e.strerror or e})") from None
-        if others and not is_workdir(p):
+        marker = read_marker(p)
+        if marker is not None:
+            saved = marker.get("task")
+        elif not others:
+            saved = None
+        elif _legacy_evidence(p) is not None:  # an earlier version's workdir: adopted
+            saved = _saved_task(p)
+            fresh["adopted"] = True
+        else:
             shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
             raise OutputError(
-                f"workdir {p} holds other files ({shown}); a run writes only into an empty "
-                "folder or its own earlier workdir: use a new --workdir"
+                f"workdir {p} holds other files ({shown}) and no {MARKER_NAME} of an imsyn "
+                "run; a run writes only into an empty folder or its own earlier workdir: "
+                "use a new --workdir"
             )
-        saved = _saved_task(p)
         if task is not None and saved is not None and saved != task:
             raise OutputError(
                 f"workdir {p} holds a {saved!r} run, not {task!r}: use a new --workdir"
             )
+        if marker is not None:
+            fresh = None
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputError(f"workdir {p} is not writable")
+    return fresh
 
 
 def _saved_task(p: Path) -> str | None:
@@ -192,12 +249,13 @@ def claim_workdir(
     """Holds ``workdir`` for this run: one process at a time; ``train`` only into its own.
 
     ``mode="train"``: the workdir must be an empty (or new) folder or a workdir imsyn
-    wrote (of the same ``task`` when its ``config.json`` names one); it is created if
-    needed. ``mode="eval"``: it must be a folder if it exists (a missing one is left to
-    the caller's "train first"). A lock file in the workdir is held until the block
-    ends; the OS releases it when a process dies, so a killed run's lock is taken over.
-    Re-entrant within a process. If the run wrote nothing, what the claim created (the
-    lock file, the folders) is removed again.
+    wrote (its :data:`MARKER_NAME`, of the same ``task``; or an earlier version's run,
+    :func:`is_workdir`); it is created if needed and gets its marker. ``mode="eval"``: it
+    must be a folder if it exists (a missing one is left to the caller's "train first").
+    A lock file in the workdir is held until the block ends; the OS releases it when a
+    process dies, so a killed run's lock is taken over. Re-entrant within a process. If
+    the run wrote nothing, what the claim created (the lock file, the marker, the
+    folders) is removed again.
 
     Raises:
       OutputError: a file, a folder of other files, another task's run, not writable,
@@ -221,7 +279,7 @@ def claim_workdir(
             yield p
             return
     else:
-        _check_train_target(p, task)
+        marker = _check_train_target(p, task)
         _, created = _first_missing(p)
         try:
             p.mkdir(parents=True, exist_ok=True)
@@ -232,6 +290,19 @@ def claim_workdir(
     except BaseException:
         _remove_empty(created)
         raise
+    wrote_marker = False
+    if mode == "train" and marker is not None:
+        from imsyn.image import write_json
+
+        try:
+            write_json(p / MARKER_NAME, marker)
+            wrote_marker = True
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            raise OutputError(
+                f"workdir {p}: cannot write {MARKER_NAME} ({e.strerror or e})"
+            ) from None
     _HELD[key] = [fd, 1]
     try:
         yield p
@@ -239,7 +310,11 @@ def claim_workdir(
         del _HELD[key]
         lock = p / LOCK_NAME
         with contextlib.suppress(OSError):
-            if [e.name for e in p.iterdir()] == [LOCK_NAME]:  # nothing written: leave no trace
+            left = sorted(e.name for e in p.iterdir())
+            if left == [LOCK_NAME] or (wrote_marker and left == sorted(_OURS)):
+                # nothing written: leave no trace
+                if wrote_marker:
+                    (p / MARKER_NAME).unlink()
                 lock.unlink()
                 _remove_empty(created)
         if fd >= 0:

@@ -271,7 +271,8 @@ def test_train_writes_only_into_an_empty_folder_or_its_own_workdir(
     own = tmp_path / "own"
     assert run_experiment(tmp_path, own) == 0  # new folder
     assert run_experiment(tmp_path, own) == 0  # its own earlier workdir
-    (own / "config.json").write_text(json.dumps({"task": "dcgan"}))
+    marker = json.loads((own / outputs.MARKER_NAME).read_text())
+    (own / outputs.MARKER_NAME).write_text(json.dumps({**marker, "task": "dcgan"}))
     assert run_experiment(tmp_path, own) == 2
     assert "holds a 'dcgan' run" in capsys.readouterr().err
 

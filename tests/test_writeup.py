@@ -249,3 +249,34 @@ def test_a_folder_of_other_files_is_refused(tmp_path, data_root, capfd):
     assert len(err) == 1 and "holds other files" in err[0], err
     assert (workdir / "a1" / "plates" / "keep.txt").exists()
     assert sorted(p.name for p in workdir.iterdir()) == ["a1"]
+
+
+def test_a_users_page_and_results_are_not_taken_for_a_write_up(tmp_path, data_root, capfd):
+    """Ownership is the marker imsyn writes, not familiar file names (issue 25)."""
+    import importlib.util
+
+    from imsyn.errors import OutputError
+    from imsyn.outputs import MARKER_NAME
+
+    workdir = tmp_path / "site"
+    workdir.mkdir()
+    files = {"index.html": "<p>my page</p>", "results.json": '{"mine": 1}',
+             "config.json": '{"task": "writeup"}'}  # fmt: skip
+    for name, text in files.items():
+        (workdir / name).write_text(text)
+    assert main(_argv(workdir, data_root, only="a1"), "eval") == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds other files" in err[0] and MARKER_NAME in err[0], err
+    spec = importlib.util.spec_from_file_location("writeup_cfg", "configs/writeup.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    config = mod.get_config("quick")
+    for key, value in {**TINY, "data_root": str(data_root), "only": "a1"}.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    with pytest.raises(OutputError, match="holds other files"):
+        writeup.evaluate(config, workdir)
+    assert {p.name: p.read_text() for p in workdir.iterdir()} == files

@@ -43,6 +43,7 @@ from imsyn import report, validate
 from imsyn.align import EMIR_FULL_HEIGHT
 from imsyn.errors import ConfigError, InputError
 from imsyn.image import read_float, to_float, write_image, write_json, write_text
+from imsyn.outputs import claim_workdir, is_workdir
 
 SECTIONS = {
     "a1": "A1 · Colorizing the Prokudin-Gorskii collection",
@@ -82,7 +83,7 @@ GPU_ESTIMATE = {
 }
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 #: ``eval.py`` holds the write-up's workdir as ``train.py`` holds a run's (imsyn.experiments):
-#: an empty folder or an earlier write-up (``config.json`` names the task), nothing else
+#: an empty folder or an earlier write-up (imsyn.outputs' ownership marker), nothing else
 BUILDS_WORKDIR = True
 
 
@@ -964,12 +965,18 @@ def _by_id(exps: list[Exp], eid: str) -> Exp:
 def evaluate(config, workdir) -> dict:
     """``eval.py`` entry: runs what :func:`plan` says, then writes the page; returns the
     content of ``results.json``."""
-    from imsyn.progress import _fmt_time
-
     validate_config(config)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / "config.json").exists():  # marks the folder as a write-up workdir
+    # held as train.py holds a run (re-entrant under eval.py): an empty folder or its own
+    # earlier write-up (imsyn.outputs' marker), never a folder of the user's files
+    with claim_workdir(workdir, mode="train", task="writeup"):
+        return _evaluate_claimed(config, workdir)
+
+
+def _evaluate_claimed(config, workdir: Path) -> dict:
+    from imsyn.progress import _fmt_time
+
+    if not (workdir / "config.json").exists():
         write_json(workdir / "config.json", {"task": "writeup", "name": config.name})
     ctx = _Ctx(config, workdir, data_root(config))
     todo = plan(config, workdir)
@@ -984,7 +991,8 @@ def evaluate(config, workdir) -> dict:
         key = _jsonable(e.key)
         sub = workdir / e.id
         s = _state(workdir, e)
-        if sub.exists() and not (s and s.get("key") == key and not s.get("done")):
+        resumable = s and s.get("key") == key and not s.get("done") and is_workdir(sub)
+        if sub.exists() and not resumable:
             shutil.rmtree(sub)  # another setting, or redone: start clean (else it resumes)
         sub.mkdir(parents=True, exist_ok=True)
         write_json(_state_path(workdir, e), {"key": key, "done": False})
