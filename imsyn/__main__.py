@@ -145,28 +145,36 @@ def run_experiment(mode: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     from imsyn.errors import ImsynError
+    from imsyn.runtime import interrupt_on_sigterm
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in RUNS:
         return run_experiment(argv[0], argv[1:])
+    # SIGTERM stops every task as Ctrl-C does: cleanup runs, one line, exit 130
+    old_term = interrupt_on_sigterm()
     task = next((a for a in argv if not a.startswith("-")), None)
-    parser = _build_parser(task if task in TASKS else None)
-    args = parser.parse_args(argv)
-    if not getattr(args, "task", None):
-        parser.print_help()
-        return 2
-    from imsyn.runtime import enable_compilation_cache
-
-    enable_compilation_cache()
     try:
+        parser = _build_parser(task if task in TASKS else None)
+        args = parser.parse_args(argv)
+        if not getattr(args, "task", None):
+            parser.print_help()
+            return 2
+        from imsyn.runtime import enable_compilation_cache
+
+        enable_compilation_cache()
         return int(args._module.run(args) or 0)
     except ImsynError as e:
-        print(f"imsyn {args.task}: error: {e}", file=sys.stderr)
+        print(f"imsyn{' ' + task if task else ''}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"imsyn {args.task}: interrupted", file=sys.stderr)
+        print(f"imsyn{' ' + task if task else ''}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

@@ -390,7 +390,7 @@ def main(argv: list[str], mode: str) -> int:
     import contextlib
 
     from imsyn.outputs import check_workdir_inputs, claim_workdir
-    from imsyn.runtime import enable_compilation_cache, init_distributed
+    from imsyn.runtime import enable_compilation_cache, init_distributed, interrupt_on_sigterm
 
     try:  # first: nothing may touch a JAX device before this
         init_distributed(
@@ -411,7 +411,7 @@ def main(argv: list[str], mode: str) -> int:
             f"{jax.local_device_count()} of {jax.device_count()} devices",
             file=sys.stderr,
         )
-    old_term = _interrupt_on_sigterm()
+    old_term = interrupt_on_sigterm()
     try:
         exp = get_experiment(config)
         check_workdir_inputs(workdir, config)
@@ -479,16 +479,3 @@ def _define_multihost_flags(fv) -> None:
         lower_bound=0,
         flag_values=fv,
     )
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _interrupt_on_sigterm():
-    """SIGTERM stops a run like SIGINT (exit 130 with a line, not a silent 143)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_interrupt)

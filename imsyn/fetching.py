@@ -6,10 +6,15 @@ a file is downloaded (or copied from a local copy) into a staging folder *inside
 destination cache, its sha256 is checked before anything reads it, and only then is it
 renamed into place (``os.replace`` on one filesystem: a file is there whole or not at all).
 A failed fetch removes the staging folder and leaves the cache as it was.
+
+A staging folder is held by its fetch (an OS lock on ``.fetch-*/.lock``); one left by a
+fetch that was killed (SIGKILL, power loss) is removed by the next fetch into the same
+cache, while the staging folders of concurrent fetches are left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -101,23 +106,76 @@ def reason(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
+#: staging folder -> the fd of its held lock
+_STAGED: dict[Path, int] = {}
+#: a staging folder without a lock file is an earlier version's (or one being created)
+_UNLOCKED_STALE_S = 600.0
+
+
+def _remove_stale(root: Path) -> None:
+    """Removes the ``.fetch-*`` folders in ``root`` that no live fetch holds."""
+    import fcntl
+    import time
+
+    for old in root.glob(".fetch-*"):
+        if old in _STAGED:
+            continue
+        lock = old / ".lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            try:
+                if time.time() - old.stat().st_mtime > _UNLOCKED_STALE_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # a live fetch holds it
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        os.close(fd)
+
+
 def staging_dir(root: str | os.PathLike, what: str) -> Path:
-    """A fresh ``.fetch-*`` folder inside ``root`` (created with its parents).
+    """A fresh ``.fetch-*`` folder inside ``root`` (created with its parents), held by this
+    process until :func:`remove_staging`; staging folders left by killed fetches are
+    removed first.
 
     Staging inside the destination keeps the final rename on one filesystem, so it is
-    atomic. The caller removes the folder (:func:`shutil.rmtree`) when done.
+    atomic. The caller removes the folder with :func:`remove_staging` when done.
 
     Raises:
       OutputError: ``root`` cannot be created or written (``what`` names it in the message).
     """
+    import fcntl
+
     root = Path(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
+        _remove_stale(root)
+        path = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as e:
         raise OutputError(f"{root}: cannot use the {what} ({e.strerror or e})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # no flock on this file system: the folder ages out instead
+    _STAGED[path] = fd
+    return path
 
 
 def remove_staging(path: str | os.PathLike) -> None:
-    """Removes a staging folder and everything in it (never raises)."""
+    """Removes a staging folder and everything in it, and lets go of its lock (never
+    raises)."""
+    path = Path(path)
     shutil.rmtree(path, ignore_errors=True)
+    fd = _STAGED.pop(path, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -8,6 +8,8 @@
   ``cache_dir()/jax`` so that a second run of the same command does not recompile.
 * :func:`keep_freed_memory` — opt-in glibc malloc settings for training processes (called
   first thing by train.py, eval.py and sweep.py, never on import).
+* :func:`interrupt_on_sigterm` — SIGTERM stops a command as Ctrl-C does (a
+  ``KeyboardInterrupt``: cleanup runs, one line, exit 130), for every entry point.
 * :func:`init_distributed` — JAX's multi-process runtime (``jax.distributed.initialize``)
   for ``train.py`` / ``eval.py``: explicit (``--multihost``, ``--coordinator=...``) or
   where :func:`detect_cluster` finds a multi-process job; before anything touches devices.
@@ -21,6 +23,27 @@ import sys
 from pathlib import Path
 
 _ENABLED = False
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm():
+    """Makes SIGTERM raise ``KeyboardInterrupt`` (as SIGINT does), so that ``finally``
+    blocks run (staging folders removed, a checkpoint saved) and the entry point prints
+    its one line and exits 130 rather than dying silently with 143.
+
+    Returns:
+      The previous handler (restore it with ``signal.signal(signal.SIGTERM, old)``), or None
+      outside the main thread (where handlers cannot be set).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def cache_home() -> Path:

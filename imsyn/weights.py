@@ -32,7 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imsyn.errors import InputError, OutputError
-from imsyn.fetching import URL_TIMEOUT_S, download_url, reason, sha256_of, staging_dir
+from imsyn.fetching import (
+    URL_TIMEOUT_S,
+    download_url,
+    reason,
+    remove_staging,
+    sha256_of,
+    staging_dir,
+)
 
 __all__ = ["NETWORKS", "Network", "Source", "cached", "fetch", "get", "original", "sha256_of"]
 
@@ -275,11 +282,12 @@ def _work_dir() -> Path:
 
 def _install(net: Network, raw: Path, source: str, work: Path) -> Path:
     """Converts a verified ``raw`` file and commits ``<name>.npz`` + ``<name>.json``."""
-    from imsyn.image import write_text
-
     converted = work / f"{net.name}.npz"
-    _convert(net, raw, converted)
     dst = weights_dir() / f"{net.name}.npz"
+    try:
+        _convert(net, raw, converted)
+    except OSError as e:  # disk full in the staging folder: the cache is untouched
+        raise OutputError(f"{dst}: cannot write ({e.strerror or e})") from None
     record = {
         "name": net.name,
         "file": net.filename,
@@ -292,21 +300,52 @@ def _install(net: Network, raw: Path, source: str, work: Path) -> Path:
         "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     keep = weights_dir() / "originals" / net.filename
+    # Everything is written inside the staging folder first (the conversion, the original,
+    # the record); then the entry is swapped in by renames, the old one set aside and put
+    # back if any rename fails: a failed refetch (disk full, ...) leaves the old, verified
+    # entry as it was. The record goes last: `cached` only trusts an .npz whose record
+    # names its size.
+    moves = [(converted, dst), (work / "record.json", _record_path(net.name))]
     try:
-        # The record goes last: `cached` only trusts an .npz whose record names its size.
-        with contextlib.suppress(FileNotFoundError):
-            _record_path(net.name).unlink()
-        keep.parent.mkdir(exist_ok=True)
+        (work / "record.json").write_text(json.dumps(record, indent=2) + "\n")
         if raw.parent == work:
-            os.replace(raw, keep)
+            moves.insert(0, (raw, keep))
         elif raw.resolve() != keep.resolve():
             shutil.copyfile(raw, work / "original")
-            os.replace(work / "original", keep)
-        os.replace(converted, dst)
-        write_text(_record_path(net.name), json.dumps(record, indent=2) + "\n")
+            moves.insert(0, (work / "original", keep))
+        keep.parent.mkdir(exist_ok=True)
     except OSError as e:
         raise OutputError(f"{dst}: cannot write ({e.strerror or e})") from None
+    _swap_in(moves, work / "previous")
     return dst
+
+
+def _swap_in(moves: list[tuple[Path, Path]], aside: Path) -> None:
+    """Renames each ``(new, dest)`` into place, all or none: what was at ``dest`` is moved
+    into ``aside`` first and put back if a later rename fails.
+
+    Raises:
+      OutputError: a rename failed (everything is as it was before).
+    """
+    aside.mkdir(exist_ok=True)
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for i, (new, dest) in enumerate(moves):
+            old = aside / str(i)
+            if dest.exists():
+                os.replace(dest, old)
+            else:
+                old = None
+            done.append((dest, old))
+            os.replace(new, dest)
+    except OSError as e:
+        for dest, old in reversed(done):
+            with contextlib.suppress(OSError):
+                if old is not None:
+                    os.replace(old, dest)
+                else:
+                    dest.unlink()
+        raise OutputError(f"{moves[-1][1]}: cannot write ({e.strerror or e})") from None
 
 
 def fetch(name: str, *, force: bool = False, file: str | os.PathLike | None = None, log=None):
@@ -361,4 +400,4 @@ def fetch(name: str, *, force: bool = False, file: str | os.PathLike | None = No
             return _install(net, raw, str(src), work)
         raise InputError(f"{name}: no source worked: " + "; ".join(errors))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_staging(work)

@@ -131,3 +131,159 @@ def test_an_earlier_versions_run_is_adopted_by_its_checkpoint_record(tmp_path, f
     marker = outputs.read_marker(old)
     assert marker["task"] == "fake" and marker["adopted"] is True
     assert (old / "checkpoints" / "3").is_dir()
+
+
+# --------------------------------------------------------------------------- 2. caches
+
+
+PAYLOAD = b"pretend weights " * 64
+
+
+def _toy_convert(src, dst):
+    import numpy as np
+
+    with open(dst, "wb") as f:
+        np.savez(f, w=np.frombuffer(Path(src).read_bytes(), np.uint8))
+    return dst
+
+
+@pytest.fixture
+def toy_weights(tmp_path, monkeypatch):
+    """An empty cache and a registry of one network whose source is a local file."""
+    import hashlib
+
+    from imsyn import weights
+
+    monkeypatch.setenv("IMSYN_CACHE_DIR", str(tmp_path / "cache"))
+    good = tmp_path / "good.bin"
+    good.write_bytes(PAYLOAD)
+    net = weights.Network(
+        name="toy",
+        description="test network",
+        filename="good.bin",
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        sources=(weights.Source("url", good.as_uri()),),
+        licence="test",
+        converter=_toy_convert,
+        used_by="tests",
+    )
+    monkeypatch.setattr(weights, "NETWORKS", {"toy": net})
+    return tmp_path / "cache" / "weights"
+
+
+def _entry(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("fail_at", ["convert", "original", "record"])
+def test_a_failed_refetch_leaves_the_verified_entry(toy_weights, monkeypatch, capsys, fail_at):
+    import errno
+    import os
+
+    from imsyn import weights
+    from imsyn.__main__ import main
+
+    assert main(["weights", "fetch", "toy"]) == 0
+    before = _entry(toy_weights)
+    real_replace = os.replace
+
+    def no_space(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fail_at == "convert":
+        net = weights.NETWORKS["toy"]
+        monkeypatch.setitem(
+            weights.NETWORKS, "toy", net.__class__(**{**net.__dict__, "converter": no_space})
+        )
+    else:
+        target = "good.bin" if fail_at == "original" else "toy.json"
+
+        failed = []
+
+        def replace(src, dst):  # the first rename onto the target fails (once)
+            if Path(dst).name == target and not failed:
+                failed.append(dst)
+                no_space()
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(weights.os, "replace", replace)
+    capsys.readouterr()
+    assert main(["weights", "fetch", "toy", "--force"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(err) == 1 and "No space left" in err[0], err
+    assert _entry(toy_weights) == before  # the old entry, whole; no staging folder left
+    assert weights.cached("toy") is not None and weights.status("toy")["status"] == "cached"
+
+
+def test_a_killed_fetchs_staging_folder_is_removed_by_the_next(toy_weights):
+    from imsyn import fetching
+    from imsyn.__main__ import main
+
+    toy_weights.mkdir(parents=True)
+    dead = toy_weights / ".fetch-dead"
+    dead.mkdir()
+    (dead / ".lock").write_text("")
+    (dead / "good.bin").write_bytes(b"x" * 1000)
+    live = fetching.staging_dir(toy_weights, "weights cache")  # a concurrent fetch's
+    try:
+        assert main(["weights", "fetch", "toy"]) == 0
+        assert not dead.exists() and live.is_dir()
+    finally:
+        fetching.remove_staging(live)
+    assert sorted(p.name for p in toy_weights.iterdir()) == ["originals", "toy.json", "toy.npz"]
+
+
+_SLOW_FETCH = r"""
+import hashlib, http.server, sys, threading, time
+from imsyn import weights
+from imsyn.__main__ import main
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", str(64 << 20))
+        self.end_headers()
+        self.wfile.write(b"x" * (2 << 20))
+        self.wfile.flush()
+        time.sleep(60)
+    def log_message(self, *a):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{srv.server_address[1]}/w.bin"
+weights.NETWORKS = {"toy": weights.Network(
+    name="toy", description="t", filename="w.bin", sha256="0" * 64,
+    sources=(weights.Source("url", url),), licence="t", converter=None, used_by="t")}
+sys.exit(main(["weights", "fetch", "toy"]))
+"""
+
+
+def test_sigterm_stops_a_fetch_with_one_line_and_removes_its_staging(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "IMSYN_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_FETCH], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    root = tmp_path / "cache" / "weights"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        part = list(root.glob(".fetch-*/w.bin"))
+        if part and part[0].stat().st_size > 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the fetch never started")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    lines = [
+        ln for ln in err.splitlines() if not ln.startswith(("imsyn weights: toy:", "download"))
+    ]
+    assert proc.returncode == 130, err
+    assert lines == ["imsyn weights: interrupted"], err
+    assert list(root.glob(".fetch-*")) == []
