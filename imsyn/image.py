@@ -62,7 +62,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Returns:
       ``uint8`` or ``uint16`` (or float for float TIFFs) array of shape
-      ``[H, W]`` (grayscale) or ``[H, W, C]`` with C in {3, 4}.
+      ``[H, W]`` (grayscale) or ``[H, W, C]`` with C in {3, 4}, as viewers show it: an
+      EXIF/TIFF orientation tag (a phone photo stored sideways) is applied here, for
+      every caller.
 
     Raises:
       InputError: the path is missing, a directory, or not a decodable image.
@@ -74,9 +76,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: is a directory, expected an image file")
     try:
         if p.suffix.lower() in _TIFF:
-            arr = _read_tiff(p)
+            arr, orientation = _read_tiff(p)
         else:
-            arr = _read_pil(p)
+            arr, orientation = _read_pil(p)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
@@ -85,6 +87,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         arr = arr[..., 0]
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF
+    if arr.ndim in (2, 3):
+        arr = orient(arr, orientation)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (2, 3, 4)):
         raise InputError(f"{p}: unsupported image layout {arr.shape}")
     if arr.ndim == 3 and arr.shape[-1] == 2:  # gray + alpha -> RGBA
@@ -94,7 +98,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def _read_tiff(p: Path) -> np.ndarray:
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Applies an EXIF/TIFF orientation (tag 274, 1-8) to ``img`` ``[H, W, ...]``: the
+    image as a viewer shows it (what ``PIL.ImageOps.exif_transpose`` does, for any dtype).
+    Other values are left alone."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(int(orientation or 1))
+    return np.ascontiguousarray(op(img)) if op else img
+
+
+def _read_tiff(p: Path) -> tuple[np.ndarray, int]:
     import logging
 
     import tifffile
@@ -108,7 +129,7 @@ def _read_tiff(p: Path) -> np.ndarray:
         log.setLevel(level)
 
 
-def _read_tiff_quiet(p: Path, tifffile) -> np.ndarray:
+def _read_tiff_quiet(p: Path, tifffile) -> tuple[np.ndarray, int]:
     with tifffile.TiffFile(p) as tif:
         series = tif.series[0]
         page = series.keyframe
@@ -116,10 +137,11 @@ def _read_tiff_quiet(p: Path, tifffile) -> np.ndarray:
         total = int(np.prod(series.shape, dtype=np.float64)) // spp
         h, w = int(page.imagelength), int(page.imagewidth)
         _check_size(p, h, w, max(1, total // max(1, h * w)))
-        return np.asarray(series.asarray())
+        tag = page.tags.get(274)  # Orientation
+        return np.asarray(series.asarray()), int(tag.value) if tag is not None else 1
 
 
-def _read_pil(p: Path) -> np.ndarray:
+def _read_pil(p: Path) -> tuple[np.ndarray, int]:
     import re
     import warnings
 
@@ -140,7 +162,11 @@ def _read_pil(p: Path) -> np.ndarray:
             w, h = im.size
             _check_size(p, h, w)
             im.load()
-            return _pil_to_array(im)
+            try:
+                orientation = int(im.getexif().get(0x0112, 1))
+            except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels as stored
+                orientation = 1
+            return _pil_to_array(im), orientation
 
 
 def _pil_to_array(im) -> np.ndarray:

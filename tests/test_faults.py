@@ -287,3 +287,72 @@ def test_sigterm_stops_a_fetch_with_one_line_and_removes_its_staging(tmp_path):
     assert proc.returncode == 130, err
     assert lines == ["imsyn weights: interrupted"], err
     assert list(root.glob(".fetch-*")) == []
+
+
+# --------------------------------------------------------------------------- 3. orientation
+
+
+def _stored_sideways(path: Path, upright, orientation: int, **save) -> None:
+    """Saves ``upright`` as a camera would: pixels turned, the EXIF tag saying how to undo it."""
+    import numpy as np
+    from PIL import Image
+
+    undo = {6: lambda a: np.rot90(a, 1), 8: lambda a: np.rot90(a, -1), 3: lambda a: a[::-1, ::-1]}
+    stored = Image.fromarray(np.ascontiguousarray(undo[orientation](upright)))
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, **save)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_exif_orientation_is_applied_by_the_one_reader(tmp_path, orientation, suffix):
+    import numpy as np
+    import tifffile
+
+    from imsyn import image
+
+    rng = np.random.default_rng(orientation)
+    upright = np.zeros((24, 40, 3), np.uint8)
+    upright[:12] = rng.integers(0, 255, (1, 1, 3))  # the top half differs from the bottom
+    path = tmp_path / f"photo{suffix}"
+    if suffix == ".tif":  # 16-bit, the TIFF Orientation tag
+        up16 = upright.astype(np.uint16) * 257
+        undo = {
+            6: lambda a: np.rot90(a, 1),
+            8: lambda a: np.rot90(a, -1),
+            3: lambda a: a[::-1, ::-1],
+        }
+        tifffile.imwrite(
+            path,
+            np.ascontiguousarray(undo[orientation](up16)),
+            photometric="rgb",
+            extratags=[(274, "H", 1, orientation, True)],
+        )
+        expected = up16
+    else:
+        _stored_sideways(path, upright, orientation, quality=100)
+        expected = upright
+    got = image.read_image(path)
+    assert got.shape == expected.shape
+    err = np.abs(got.astype(np.int64) - expected)
+    assert err.mean() < 3 if suffix == ".jpg" else err.max() == 0  # JPEG: ringing at the edge
+
+
+def test_color2gray_writes_a_sideways_photo_upright(tmp_path, capsys):
+    import numpy as np
+
+    from imsyn import image
+    from imsyn.__main__ import main
+
+    upright = np.zeros((24, 40, 3), np.uint8)
+    upright[:12, :, 0] = 255  # red over blue, wider than tall
+    upright[12:, :, 2] = 255
+    src = tmp_path / "phone.png"
+    _stored_sideways(src, upright, 6)
+    out = tmp_path / "gray.png"
+    assert main(["color2gray", str(src), "--out", str(out)]) == 0
+    gray = image.read_image(out)
+    assert gray.shape[:2] == (24, 40)  # as the viewer shows it, not as stored (40 x 24)
+    top, bottom = gray[:12].mean(), gray[12:].mean()
+    assert abs(top - bottom) > 5  # the two colours stay in their upright halves
