@@ -577,11 +577,27 @@ def _quantize_float(arr: np.ndarray, quantize) -> np.ndarray:
 
 
 def list_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Sorted image files (by suffix) under ``folder``."""
+    """Sorted image files (by suffix) under ``folder``: every one, or an error.
+
+    Raises:
+      InputError: ``folder`` or a folder under it cannot be read (no permission, ...): a
+        data set or an FID folder is never silently smaller than what the user gave.
+    """
     root = Path(folder)
-    it = root.rglob("*") if recursive else root.glob("*")
-    return sorted(
-        p
-        for p in it
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+
+    def fail(e: OSError):
+        where = e.filename or root
+        raise InputError(
+            f"{where}: cannot read this folder ({e.strerror or e}); every image under "
+            f"{root} is used, so fix its permissions or move it out"
+        )
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
+        if not recursive:
+            dirnames.clear()
+        for name in filenames:
+            f = Path(dirpath, name)
+            if f.suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and f.is_file():
+                found.append(f)
+    return sorted(found)

@@ -146,6 +146,24 @@ def fid_from_stats(mu1, s1, mu2, s2) -> float:
     return float(max(value, 0.0))
 
 
+#: the most KID subsets (10x the usual 100): each costs three Gram matrices of up to
+#: ``subset_size`` rows, so a larger count only runs long without changing the estimate
+KID_MAX_SUBSETS = 1000
+
+
+def check_kid_subsets(num_subsets) -> int:
+    """``num_subsets`` if it is an integer in ``[1, KID_MAX_SUBSETS]``.
+
+    Raises:
+      InputError: one line with the range.
+    """
+    if isinstance(num_subsets, bool) or not isinstance(num_subsets, int | np.integer):
+        raise InputError(f"num_subsets must be an integer, got {num_subsets!r}")
+    if not 1 <= num_subsets <= KID_MAX_SUBSETS:
+        raise InputError(f"KID subsets must be in [1, {KID_MAX_SUBSETS}], got {num_subsets}")
+    return int(num_subsets)
+
+
 def kid(f1, f2, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> float:
     """Kernel Inception Distance: unbiased MMD² with k(x, y) = (x·y / D + 1)³.
 
@@ -155,13 +173,14 @@ def kid(f1, f2, *, num_subsets: int = 100, subset_size: int = 1000, seed: int = 
     Args:
       f1: float[N1, D] features (N1 >= 2).
       f2: float[N2, D] features (N2 >= 2).
-      num_subsets: subsets to average over.
+      num_subsets: subsets to average over, in ``[1, KID_MAX_SUBSETS]``.
       subset_size: rows per subset.
       seed: subset sampling seed (the result is deterministic).
 
     Returns:
       The estimate (can be slightly negative when the sets match: it is unbiased).
     """
+    num_subsets = check_kid_subsets(num_subsets)
     f1, f2 = _features64(f1), _features64(f2)
     if f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
         raise InputError(f"kid needs >= 2 rows of the same width, got {f1.shape} and {f2.shape}")

@@ -356,3 +356,62 @@ def test_color2gray_writes_a_sideways_photo_upright(tmp_path, capsys):
     assert gray.shape[:2] == (24, 40)  # as the viewer shows it, not as stored (40 x 24)
     top, bottom = gray[:12].mean(), gray[12:].mean()
     assert abs(top - bottom) > 5  # the two colours stay in their upright halves
+
+
+# --------------------------------------------------------------------------- 4. fid counts all
+
+
+def _two_folders(tmp_path) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b, a / "sub"):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            img = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(img).save(folder / f"{i}.png")
+    return a, b
+
+
+def test_an_unreadable_subfolder_fails_fid_naming_it(tmp_path, capsys, monkeypatch):
+    import os
+
+    from imsyn import image
+    from imsyn.__main__ import main
+    from imsyn.errors import InputError
+
+    a, b = _two_folders(tmp_path)
+    assert len(image.list_images(a)) == 6  # the subfolder's images count
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # what a folder without read permission does (tests run as root)
+        if Path(path) == a / "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(InputError, match="sub: cannot read this folder"):
+        image.list_images(a)
+    capsys.readouterr()
+    assert main(["fid", str(a), str(b), "--features", "random_conv_v1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{a / 'sub'}: cannot read this folder" in err[0], err
+
+
+def test_kid_subsets_are_bounded(tmp_path, capsys):
+    import numpy as np
+
+    from imsyn import metrics
+    from imsyn.__main__ import main
+    from imsyn.errors import InputError
+
+    a, b = _two_folders(tmp_path)
+    assert main(["fid", str(a), str(b), "--kid-subsets", "100000000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kid-subsets" in err[0] and "1000" in err[0], err
+    f = np.random.default_rng(0).normal(size=(8, 4))
+    with pytest.raises(InputError, match="KID subsets must be in"):
+        metrics.kid(f, f[::-1], num_subsets=10**8)
+    assert np.isfinite(metrics.kid(f, f[:6], num_subsets=metrics.KID_MAX_SUBSETS, subset_size=4))

@@ -76,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows per KID subset (default 1000; capped at the smaller set's size)",
     )
     parser.add_argument(
-        "--kid-subsets", type=int, default=100, metavar="K", help="KID subsets (default 100)"
+        "--kid-subsets",
+        type=int,
+        default=100,
+        metavar="K",
+        help="KID subsets (default 100, at most 1000)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line on stderr")
 
@@ -173,13 +177,18 @@ def _features(extractor, files: list[Path], batch_size: int, bar) -> np.ndarray:
 
 
 def _check_numbers(args) -> None:
+    from imsyn import metrics
+
     for flag, value, low in (
         ("--batch-size", args.batch_size, 1),
         ("--kid-subset-size", args.kid_subset_size, 2),
-        ("--kid-subsets", args.kid_subsets, 1),
     ):
         if value < low:
             raise InputError(f"{flag} must be >= {low}, got {value}")
+    try:
+        metrics.check_kid_subsets(args.kid_subsets)
+    except InputError as e:
+        raise InputError(f"--kid-subsets: {e}") from None
     if args.weights and not Path(args.weights).is_file():
         raise InputError(f"{args.weights}: weights file not found")
 
