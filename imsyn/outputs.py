@@ -206,6 +206,25 @@ def _check_train_target(p: Path, task: str | None) -> dict | None:
     return fresh
 
 
+def run_config(workdir: str | os.PathLike) -> dict | None:
+    """The run's own ``config.json`` (what ``train.py`` resolved), or None when missing or
+    not a JSON object. Metadata of a run (its dtype, ...) comes from here, never from the
+    command that reads the run."""
+    try:
+        saved = json.loads((Path(workdir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def run_dtype(workdir: str | os.PathLike, default: str = "float32") -> str:
+    """The compute dtype the run in ``workdir`` was trained with (``default`` for a run
+    whose config names none)."""
+    saved = run_config(workdir) or {}
+    dtype = saved.get("dtype", default)
+    return dtype if isinstance(dtype, str) else default
+
+
 def _saved_task(p: Path) -> str | None:
     try:
         saved = json.loads((p / "config.json").read_text())

@@ -415,3 +415,45 @@ def test_kid_subsets_are_bounded(tmp_path, capsys):
     with pytest.raises(InputError, match="KID subsets must be in"):
         metrics.kid(f, f[::-1], num_subsets=10**8)
     assert np.isfinite(metrics.kid(f, f[:6], num_subsets=metrics.KID_MAX_SUBSETS, subset_size=4))
+
+
+# --------------------------------------------------------------------------- 5. run metadata
+
+
+def test_eval_records_the_runs_dtype_not_the_commands(tmp_path):
+    """eval.py -> dcgan.evaluate -> loop.evaluate_run, the library path of every GAN."""
+    import numpy as np
+    from PIL import Image
+
+    from imsyn.experiments import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    wd = tmp_path / "run"
+    flags = [
+        f"--config.data=folder:{folder}", "--config.conv_dim=2", "--config.batch_size=2",
+        "--config.num_steps=1", "--config.eval_samples=3", "--config.num_sample_images=2",
+        "--config.features=random_conv_v1", "--config.log_every=1", "--config.checkpoint_every=1",
+        "--config.sample_every=1",
+    ]  # fmt: skip
+
+    def run(mode, dtype):
+        argv = [f"{mode}.py", "--config=configs/dcgan.py:quick", f"--workdir={wd}", *flags,
+                f"--config.dtype={dtype}"]  # fmt: skip
+        saved, sys.argv = sys.argv, argv
+        try:
+            return main(argv, mode)
+        finally:
+            sys.argv = saved
+
+    assert run("train", "bfloat16") == 0
+    metrics = wd / "eval" / "metrics.json"
+    assert json.loads(metrics.read_text())["dtype"] == "bfloat16"
+    metrics.unlink()
+    assert run("eval", "float32") == 0  # the command's dtype differs: the run's is recorded
+    assert json.loads(metrics.read_text())["dtype"] == "bfloat16"
+    assert outputs.run_dtype(wd) == "bfloat16"
+    assert outputs.run_dtype(tmp_path) == "float32"  # no run: the default

@@ -32,7 +32,7 @@ from imsyn import nst
 from imsyn.errors import ConfigError, InputError
 from imsyn.image import make_grid, read_float, write_image, write_json, write_text
 from imsyn.models import vgg
-from imsyn.outputs import claim_workdir
+from imsyn.outputs import claim_workdir, run_dtype
 from imsyn.report import figure, write_report
 from imsyn.validate import boolean, check, custom, existing_file, integer, one_of, string
 
@@ -389,6 +389,7 @@ def evaluate(config, workdir) -> dict:
         )
         metrics = {
             "mode": cfg["mode"],
+            "dtype": run_dtype(workdir),  # of the run (the measurement is float32)
             "weights": run.weights.source,
             "vgg_normalization": run.weights.normalization,
             "saved_8bit": True,

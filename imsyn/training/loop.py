@@ -85,7 +85,7 @@ from imsyn.data.sharding import (
 )
 from imsyn.errors import ConfigError, ImsynError
 from imsyn.image import write_json
-from imsyn.outputs import check_folder, check_workdir_inputs, claim_workdir
+from imsyn.outputs import check_folder, check_workdir_inputs, claim_workdir, run_dtype
 from imsyn.progress import Progress
 from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_data_state
 from imsyn.training.writers import (
@@ -500,6 +500,8 @@ def evaluate_run(config, workdir: str | os.PathLike, task: Task, *, state=None, 
     with claim_workdir(workdir, mode="eval"):  # held already when called from fit: re-entrant
         metrics = dict(task.evaluate(host_local(state), config, workdir))
         metrics["step"] = int(step)
+        if "dtype" in metrics:  # the run's (training) dtype, not this command's
+            metrics["dtype"] = run_dtype(workdir, metrics["dtype"])
         write_json(workdir / "eval" / "metrics.json", metrics)
         extra = getattr(task, "report_sections", None)
         write_report(workdir, sections=extra(config, workdir) if extra else ())
