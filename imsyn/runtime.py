@@ -124,6 +124,12 @@ def keep_freed_memory() -> bool:
 
 #: how long (s) a process waits at exit for the others: process 0 evaluates alone at the end
 #: of a run while the others have finished (JAX's default is 300 s)
+#: the most processes a multi-host run may name (JAX takes 32-bit ids)
+MAX_PROCESSES = 1 << 16
+#: environment variable: seconds to wait for the coordinator (and for every process)
+TIMEOUT_ENV = "IMSYN_COORDINATOR_TIMEOUT"
+#: seconds a multi-host start waits for the coordinator and its peers
+CONNECT_TIMEOUT_S = float(os.environ.get(TIMEOUT_ENV) or 120)
 SHUTDOWN_TIMEOUT_S = 3600
 
 
@@ -153,6 +159,36 @@ def detect_cluster() -> tuple[str, int] | None:
         if count > 1:
             return env.__name__, count
     return None
+
+
+def _reach_coordinator(address: str, timeout: float) -> None:
+    """Waits up to ``timeout`` s for a TCP connection to ``HOST:PORT``.
+
+    Raises:
+      ConfigError: the host does not resolve, or nothing answers in time (one line naming
+        the coordinator), instead of JAX's minutes of silence and a C++ abort.
+    """
+    import socket
+    import time
+
+    from imsyn.errors import ConfigError
+
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+            return
+        except socket.gaierror as e:
+            raise ConfigError(f"multi-host: coordinator {address}: unknown host ({e})") from None
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"multi-host: coordinator {address} did not answer within {timeout:.0f} s "
+                    f"({e.strerror or e}); start process 0 there first, or check "
+                    f"--coordinator (${TIMEOUT_ENV} sets the wait)"
+                ) from None
+            time.sleep(1.0)
 
 
 def _check_coordinator(address: str) -> str:
@@ -212,20 +248,26 @@ def init_distributed(
         return True
     if multihost is None and not given and detect_cluster() is None:
         return False
-    if num_processes is not None and num_processes < 1:
-        raise ConfigError(f"--num_processes must be an integer >= 1, got {num_processes}")
+    if num_processes is not None and not 1 <= num_processes <= MAX_PROCESSES:
+        raise ConfigError(
+            f"--num_processes must be an integer in [1, {MAX_PROCESSES}], got {num_processes}"
+        )
     if process_id is not None and (
-        process_id < 0 or (num_processes is not None and process_id >= num_processes)
+        not 0 <= process_id < MAX_PROCESSES
+        or (num_processes is not None and process_id >= num_processes)
     ):
-        bound = f"[0, {num_processes})" if num_processes is not None else ">= 0"
+        bound = f"[0, {num_processes if num_processes is not None else MAX_PROCESSES})"
         raise ConfigError(f"--process_id must be an integer in {bound}, got {process_id}")
     if coordinator is not None:
         _check_coordinator(coordinator)
+        if process_id:  # a peer: the coordinator must answer before JAX waits on it
+            _reach_coordinator(coordinator, CONNECT_TIMEOUT_S)
     try:
         jax.distributed.initialize(
             coordinator_address=coordinator,
             num_processes=num_processes,
             process_id=process_id,
+            initialization_timeout=int(CONNECT_TIMEOUT_S),
             shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
         )
     except ValueError as e:  # JAX: "coordinator_address should be defined." and the like

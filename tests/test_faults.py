@@ -16,6 +16,7 @@ line, exit status 2, no traceback, nothing lost.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -457,3 +458,65 @@ def test_eval_records_the_runs_dtype_not_the_commands(tmp_path):
     assert json.loads(metrics.read_text())["dtype"] == "bfloat16"
     assert outputs.run_dtype(wd) == "bfloat16"
     assert outputs.run_dtype(tmp_path) == "float32"  # no run: the default
+
+
+# --------------------------------------------------------------------------- 6. one line
+
+
+def test_a_truncated_emoji_cache_is_rendered_again(tmp_path):
+    import numpy as np
+
+    from imsyn.data import get_source
+
+    def load():
+        return get_source("emoji:twemoji", image_size=16, split="all", category="faces",
+                          limit=3, cache_dir=tmp_path)  # fmt: skip
+
+    first = np.array(load().images)
+    (cache,) = tmp_path.glob("*.npz")
+    data = cache.read_bytes()
+    cache.write_bytes(data[: len(data) // 2])  # a zip without its directory: BadZipFile
+    again = load()
+    np.testing.assert_array_equal(again.images, first)
+    assert cache.read_bytes() == data  # written again, whole
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_processes=4294967297"], "--num_processes must be an integer in [1, 65536]"),
+        (["--num_processes=2", "--process_id=4294967297"], "--process_id must be an integer"),
+        (
+            ["--coordinator=no-such-host.invalid:1234", "--num_processes=2", "--process_id=1"],
+            "coordinator no-such-host.invalid:1234: unknown host",
+        ),
+        (
+            ["--coordinator=127.0.0.1:9", "--num_processes=2", "--process_id=1"],
+            "coordinator 127.0.0.1:9 did not answer within 1 s",
+        ),
+    ],
+)
+def test_multihost_values_and_a_silent_coordinator_are_one_line(
+    tmp_path, capsys, monkeypatch, fake_experiment, flags, message
+):
+    import jax
+
+    from imsyn import runtime
+    from imsyn.errors import ConfigError
+    from imsyn.experiments import main
+
+    monkeypatch.setattr(runtime, "CONNECT_TIMEOUT_S", 1.0)
+    wd = tmp_path / "run"
+    argv = ["train.py", f"--config={_config_file(tmp_path)}", f"--workdir={wd}", *flags]
+    saved, sys.argv = sys.argv, argv
+    try:
+        assert main(argv, "train") == 2
+    finally:
+        sys.argv = saved
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not wd.exists() and not jax.distributed.is_initialized()
+    kwargs = {f.split("=")[0].lstrip("-"): f.split("=")[1] for f in flags}
+    kwargs = {k: (v if k == "coordinator" else int(v)) for k, v in kwargs.items()}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        runtime.init_distributed(**kwargs)

@@ -110,9 +110,9 @@ def test_init_distributed_stays_single_process_without_a_cluster(no_cluster):
     ("kwargs", "message"),
     [
         ({"multihost": False, "process_id": 0}, "--process_id contradicts --nomultihost"),
-        ({"num_processes": 0}, "--num_processes must be an integer >= 1, got 0"),
+        ({"num_processes": 0}, "--num_processes must be an integer in [1, 65536], got 0"),
         ({"num_processes": 2, "process_id": 2}, "--process_id must be an integer in [0, 2)"),
-        ({"process_id": -1}, "--process_id must be an integer in >= 0"),
+        ({"process_id": -1}, "--process_id must be an integer in [0, 65536)"),
         ({"coordinator": "node0"}, "--coordinator must be HOST:PORT"),
         ({"coordinator": "node0:99999"}, "--coordinator must be HOST:PORT"),
     ],

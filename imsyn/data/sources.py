@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sys
+import zipfile
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -282,8 +283,8 @@ def _emoji_source(style, *, image_size, split, category, cache_dir, limit, spec)
                 3,
             ):
                 return ArraySource(z["images"], keys, spec, cache_file=cache_file)
-    except (OSError, KeyError, ValueError):
-        pass  # missing or stale cache: render
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass  # missing, stale, truncated or garbage cache: render again
     images = np.empty((len(keys), image_size, image_size, 3), np.uint8)
     bar = Progress(len(keys), desc=f"rendering {style} {image_size}px ({split})", unit="emoji")
     if style == "twemoji":
