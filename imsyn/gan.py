@@ -313,7 +313,7 @@ def make_cyclegan(
       image_size: side of the images (the ``dc`` discriminator is built for it: 32 or 64).
       g_conv_dim, d_conv_dim: base widths of the generators and discriminators.
       n_blocks, block_convs, padding_mode: the generators' residual blocks.
-      g_skip: the generators' skip: "none" or "input" (start as the identity, learn the change).
+      g_skip: the generators' skip: "none" (the course's) or "unet" (around the bottleneck).
       norm: "instance", "batch" or "none" (all four networks).
       discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70) or "dc".
       spectral_norm: spectral normalisation on every discriminator conv.

@@ -4,18 +4,9 @@
   convs (encoder), ``n_blocks`` residual blocks at 1/4 resolution, two up-convs (nearest ×2 +
   3×3 conv, no checkerboard artefacts), instance norm, ReLU, tanh output in ``[-1, 1]``.
   Residual blocks follow the reference PyTorch repo (conv-norm-ReLU-conv-norm with reflect
-  padding); ``block_convs=1`` gives the course's single-conv block. ``skip="input"`` adds the
-  input to the output in tanh's pre-activation space and zero-initialises the last conv, so
-  the generator starts as the identity and learns the change (SimGAN's refiner and every
-  residual image-to-image network do the same).
-* ``"patch_discriminator"`` — :class:`PatchDiscriminator`, four stride-2 4×4 convs: a 4×4 map
-  of real/fake logits at 64 px (one per overlapping 46×46 patch), 8×8 at 128 px.
-* ``"patch70_discriminator"`` — :class:`Patch70Discriminator`, pix2pix's ``NLayerDiscriminator``
-  (70×70 receptive field; 30×30 logits at 256 px) for larger images.
-
-Discriminators use LeakyReLU(0.2), no normalisation on the first layer, and optional
-spectral normalisation. All inputs and outputs are ``float32[N, H, W, C]``; images in
-``[-1, 1]``.
+  padding); ``block_convs=1`` gives the course's single-conv block. ``skip="unet"`` adds
+  pix2pix's U-Net skip around the bottleneck (the encoder's half-resolution features join the
+  decoder's).
 """
 
 from __future__ import annotations
@@ -27,8 +18,8 @@ from flax import nnx
 from imsyn.models import register
 from imsyn.models.layers import Conv2d, UpConv, make_norm
 
-#: generator skip connections: none (the course's) or the input added before the output tanh
-SKIPS = ("none", "input")
+#: generator skip connections: none (the course's) or a U-Net skip around the bottleneck
+SKIPS = ("none", "unet")
 
 
 class ResnetBlock(nnx.Module):
@@ -74,10 +65,9 @@ class CycleGenerator(nnx.Module):
       norm: "instance" (default), "batch" or "none".
       padding_mode: padding of the 3×3 convs, "reflect" (reference repo) or "zeros".
       block_convs: convs per residual block: 2 (reference repo) or 1 (course).
-      skip: "none" (the course's generator) or "input": ``tanh(atanh(x') + net(x))`` with
-        ``x' = clip(x, ±0.99)`` and the last conv zero-initialised, so the untrained generator
-        is the identity (within 0.005) and training learns the change; needs
-        ``in_channels == out_channels``.
+      skip: "none" (the course's generator) or "unet": the encoder's half-resolution
+        features are concatenated to the decoder's before the last up-conv (pix2pix's U-Net
+        skip), so detail need not pass through the 1/4-resolution bottleneck.
       rngs: ``nnx.Rngs``.
 
     Call: ``float32[N, H, W, in_channels]`` in ``[-1, 1]`` ->
@@ -99,8 +89,6 @@ class CycleGenerator(nnx.Module):
     ):
         if skip not in SKIPS:
             raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
-        if skip == "input" and in_channels != out_channels:
-            raise ValueError("skip='input' needs in_channels == out_channels")
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
         if block_convs not in (1, 2):
@@ -120,29 +108,21 @@ class CycleGenerator(nnx.Module):
             ]
         )
         self.up1 = UpConv(2 * d, d, norm=norm, padding_mode=padding_mode, rngs=rngs)
-        self.up2 = UpConv(d, out_channels, norm="none", padding_mode=padding_mode, rngs=rngs)
+        up2_in = 2 * d if skip == "unet" else d  # U-Net: the encoder's 1/2-scale features too
+        self.up2 = UpConv(up2_in, out_channels, norm="none", padding_mode=padding_mode, rngs=rngs)
         self.skip = skip
-        if skip == "input":  # start as the identity: the residual branch outputs 0
-            conv = self.up2.conv
-            conv.kernel.value = jnp.zeros_like(conv.kernel.value)
-            conv.bias.value = jnp.zeros_like(conv.bias.value)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f"expected [N, H, W, C] with H, W multiples of 4, got {x.shape}")
-        h = jax.nn.relu(self.norm1(self.conv1(x)))
-        h = jax.nn.relu(self.norm2(self.conv2(h)))
+        e1 = jax.nn.relu(self.norm1(self.conv1(x)))
+        h = jax.nn.relu(self.norm2(self.conv2(e1)))
         for block in self.blocks:
             h = block(h)
         h = jax.nn.relu(self.up1(h))
+        if self.skip == "unet":
+            h = jnp.concatenate([h, e1], axis=-1)
         h = self.up2(h)
-        if self.skip == "input":
-            # move each pixel from the input towards white (t > 0) or black (t < 0) by |t|:
-            # the output stays in [-1, 1], t = 0 is the identity, and a white or black input
-            # pixel can still change (a clip or an atanh-space skip would freeze it)
-            t = jnp.tanh(h)
-            x = x.astype(h.dtype)
-            return x + t * (1 - x * jnp.sign(t))
         return jnp.tanh(h)
 
 

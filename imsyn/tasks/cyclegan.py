@@ -280,10 +280,11 @@ def arch(config) -> dict:
         "block_convs": config.block_convs,
         "norm": config.norm,
         "padding_mode": config.padding_mode,
-        "g_skip": config.g_skip,
         "discriminator": config.discriminator,
         "spectral_norm": config.spectral_norm,
         "pool_size": config.pool_size,
+        # recorded when not the course's, so runs from before the field still match
+        **({"g_skip": config.g_skip} if config.g_skip != "none" else {}),
     }
 
 
@@ -309,6 +310,7 @@ def _graphdefs(arch_json: str) -> gan.CycleGAN:
     cfg = json.loads(arch_json)
     for k in ("model", "state_format", "pool_size"):
         cfg.pop(k)
+    cfg.setdefault("g_skip", "none")
     nets = nnx.eval_shape(lambda: gan.make_cyclegan(**cfg, key=jax.random.key(0)))
     return gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
 
