@@ -259,9 +259,8 @@ def status(name: str) -> dict:
 
 def source_url(source: str) -> str:
     """The URL of a registry source: ``owner/repo@commit:path`` -> a raw.githubusercontent.com
-    URL pinned to the commit; ``http(s)://`` and ``file://`` URLs as they are;
-    ``package:module/path`` -> ``package:...`` (a file shipped inside an installed package)."""
-    if source.startswith(("http://", "https://", "file://", "package:")):
+    URL pinned to the commit; ``http(s)://`` and ``file://`` URLs as they are."""
+    if source.startswith(("http://", "https://", "file://")):
         return source
     head, sep, path = source.partition(":")
     repo, at, commit = head.partition("@")
@@ -302,15 +301,11 @@ def _obtain(f: DataFile, dest: Path, *, from_dir, mirror) -> str | None:
     errors = []
     for url in urls:
         try:
-            if url.startswith("package:"):
-                module, _, member = url[len("package:") :].partition("/")
-                got = copy_hashed(str(resources.files(module) / member), dest)
-            else:
-                got = download_url(url, dest, timeout=URL_TIMEOUT_S, progress=False)
+            got = download_url(url, dest, timeout=URL_TIMEOUT_S, progress=False)
             if got != f.sha256:
                 raise InputError(f"sha256 {got[:16]}… is not the expected {f.sha256[:16]}…")
             return None
-        except (InputError, OSError, ValueError, ModuleNotFoundError) as e:
+        except (InputError, OSError, ValueError) as e:
             errors.append(f"{url}: {reason(e)}")
     return f"{f.path}: no source worked: " + "; ".join(errors)
 
@@ -356,6 +351,10 @@ def fetch(
     root = data_dir()
     todo = [f for f in files.values() if force or _state(root, f) != "ok"]
     present = len(files) - len(todo)
+    if from_dir is None and not mirror:  # a file with no public origin comes only from --from
+        for f in (f for f in todo if not f.sources):
+            log(f"{f.path}: no public source; import a copy with --from DIR")
+        todo = [f for f in todo if f.sources]
     if not todo:
         return FetchResult(0, present, root)
     where = f"--from {from_dir}" if from_dir is not None else (mirror or "the public sources")

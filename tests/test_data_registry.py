@@ -14,7 +14,6 @@ import http.server
 import json
 import re
 import threading
-from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
@@ -258,27 +257,28 @@ def test_packaged_registry_lists_every_course_file_with_pinned_sources(monkeypat
     }
     pinned = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}:\S")
     for f in every.values():
-        assert re.fullmatch(r"[0-9a-f]{64}", f.sha256) and f.size > 0 and f.sources
+        assert re.fullmatch(r"[0-9a-f]{64}", f.sha256) and f.size > 0
+        assert f.sources or f.path == "prokudin/reported_offsets.md"  # compiled, no origin
         for s in f.sources:
-            assert pinned.match(s) or s.startswith("package:"), s
-            url = course_data.source_url(s)
-            assert url.startswith(("https://raw.githubusercontent.com/", "package:"))
-    # the one file with no public origin ships inside the package, with the listed hash
-    offsets = every["prokudin/reported_offsets.md"]
-    shipped = resources.files("imsyn.data") / "reported_offsets.md"
-    assert offsets.sources == ("package:imsyn.data/reported_offsets.md",)
-    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == offsets.sha256
+            assert pinned.match(s), s
+            assert course_data.source_url(s).startswith("https://raw.githubusercontent.com/")
 
 
-def test_packaged_file_is_installed_from_the_package(env, monkeypatch):
+def test_a_file_without_public_source_comes_only_from_a_local_copy(env, monkeypatch):
     monkeypatch.delenv(course_data.REGISTRY_ENV, raising=False)
     offsets = next(f for f in course_data.get("prokudin").files if f.path.endswith(".md"))
-    stage = env.parent / "stage"
-    stage.mkdir(parents=True)
-    assert course_data._obtain(offsets, stage / "f", from_dir=None, mirror=None) is None
-    assert (stage / "f").read_bytes() == (
-        resources.files("imsyn.data") / "reported_offsets.md"
-    ).read_bytes()
+    assert offsets.sources == ()
+    said, asked = [], []
+
+    def unreachable(f, dest, **kw):  # no server is reached from a test
+        asked.append(f.path)
+        return f"{f.path}: unreachable"
+
+    monkeypatch.setattr(course_data, "_obtain", unreachable)
+    with pytest.raises(InputError, match="unreachable"):
+        course_data.fetch("prokudin", log=said.append)
+    assert any("reported_offsets.md: no public source" in str(m) for m in said)
+    assert asked and offsets.path not in asked  # never requested from a server
 
 
 # --------------------------------------------------------------------------- @data
