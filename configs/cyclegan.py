@@ -50,19 +50,16 @@ Ablations (one sweep, one comparison page with the paired metrics of every run):
 
     python sweep.py --config=configs/cyclegan.py --sweep=ablations --workdir=runs/cg_ablations
 
-Every field is checked before any compute (``imsyn/tasks/cyclegan.py``); unknown fields are
-refused. Besides the common training fields, ``data`` is domain X and ``data_y`` domain Y
-(``emoji:<style>[?category=...]``, ``folder:/path``, ``tfds:name``); ``lambda_cycle`` = 0
-disables the cycle loss; ``lambda_identity`` weighs the identity loss relative to it;
-``pool_size`` = 0 disables the image pool; ``discriminator`` is ``patch`` (4×4 logits at
-64 px), ``patch70`` (pix2pix 70×70) or ``dc`` (one logit); ``memory_check`` refuses a batch
-that will not fit the device's memory; ``features`` (``auto``: Inception-v3 when fetched,
-else ``random_conv_v1``; or a name of ``imsyn.metrics.NAMES``), ``features_path`` (an
-Inception weights file) and ``fid_max_images`` (test images per domain for FID/KID, 0 = all)
-set the FID/KID evaluation.
+Every field (its default, rule and meaning) is declared once, in ``FIELDS`` of
+``imsyn/tasks/cyclegan.py``, and checked before any compute; unknown fields are refused.
+``python train.py --config=configs/cyclegan.py --show_config`` lists them. ``data`` is domain
+X and ``data_y`` domain Y (``emoji:<style>[?category=...]``, ``folder:/path``, ``tfds:name``).
 """
 
 import ml_collections
+
+from imsyn import validate
+from imsyn.tasks import cyclegan
 
 # the course schedule at 64 px (for a GPU)
 _COURSE = {
@@ -119,61 +116,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in PRESETS:
         raise ValueError(f"unknown preset {arg!r}; choose one of {[p for p in PRESETS if p]}")
-    c = ml_collections.ConfigDict()
-    c.task = "cyclegan"
-    c.name = "cyclegan_emoji"
-    c.seed = 0
-    # data: X = Twemoji, Y = OpenMoji, paired by code point for evaluation only; options in
-    # the specs ("emoji:twemoji?category=faces"), "folder:PATH", "tfds:name"
-    c.data = "emoji:twemoji"
-    c.data_y = "emoji:openmoji"
-    c.image_size = 32
-    c.augment = "basic"
-    c.diffaug = "color,translation"
-    # schedule
-    c.num_steps = 4000
-    c.batch_size = 8
-    c.lr = 2e-4
-    c.beta1 = 0.5
-    c.beta2 = 0.999
-    c.lr_schedule = "linear_decay"
-    # constant LR, then linear decay to 0 from this step (default: the preset's
-    # DECAY_START fraction of num_steps, following --config.num_steps)
+    c = validate.make_config(cyclegan.FIELDS)  # every field: imsyn/tasks/cyclegan.py
+    # constant LR, then linear decay to 0 from the preset's fraction of num_steps (following
+    # --config.num_steps unless set)
     c.decay_start = c.get_ref("num_steps") * DECAY_START[arg][0] // DECAY_START[arg][1]
-    # model
-    c.g_conv_dim = 32
-    c.d_conv_dim = 32
-    c.n_blocks = 3
-    c.block_convs = 2
-    c.norm = "instance"
-    c.padding_mode = "reflect"
-    # "unet": the encoder's half-resolution features skip the 8x8 bottleneck (pix2pix);
-    # keeps each emoji's structure at 32 px ("none" is the course's generator)
-    c.g_skip = "unet"
-    c.discriminator = "patch"
-    c.spectral_norm = False
-    # compute dtype: "float32", or "bfloat16" (mixed precision: bf16 compute, float32
-    # parameters, optimizer state and losses; docs/training.md "Mixed precision")
-    c.dtype = "float32"
-    # objective
-    c.loss = "lsgan"
-    c.lambda_cycle = 10.0
-    c.lambda_identity = 0.5  # of lambda_cycle, as the reference implementation
-    c.pool_size = 50  # the reference implementation's image pool
-    # bookkeeping
-    c.log_every = 25
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    # steps between sample grids (default: num_steps / 16, following --config.num_steps)
-    c.sample_every = (c.get_ref("num_steps") + 15) // 16
-    c.memory_check = True
-    # evaluation: FID/KID features ("auto": the real TF-FID Inception-v3 when fetched with
-    # `python -m imsyn weights fetch inception_fid`, else the offline random_conv_v1 fallback;
-    # the resolved name is recorded), an optional Inception weights file, and the number of
-    # test images per domain FID/KID use (0 = all; Inception at 299 px is slow on a CPU)
-    c.features = "auto"
-    c.features_path = ""
-    c.fid_max_images = 200
     c.update(PRESETS[arg])
     return c
 

@@ -41,11 +41,15 @@ Ablations: ``python sweep.py --config=configs/dcgan.py:quick --sweep=<name>
 ``loss``, ``norm`` (see :func:`get_sweep`); ``comparison.html`` shows the runs
 side by side (sample grids, loss curves, KID/FID).
 
-Every field is checked before any compute (``imsyn/tasks/dcgan.py``); unknown fields are
-refused.
+Every field (its default, rule and meaning) is declared once, in ``FIELDS`` of
+``imsyn/tasks/dcgan.py``, and checked before any compute; unknown fields are refused.
+``python train.py --config=configs/dcgan.py --show_config`` lists them.
 """
 
 import ml_collections
+
+from imsyn import validate
+from imsyn.tasks import dcgan
 
 _QUICK = {
     "name": "dcgan_quick",
@@ -87,45 +91,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in PRESETS:
         raise ValueError(f"unknown preset {arg!r}; choose one of {[p for p in PRESETS if p]}")
-    c = ml_collections.ConfigDict()
-    c.task = "dcgan"
-    c.name = "dcgan"
-    c.seed = 0
-    # a data spec with its options: "emoji:twemoji?category=faces", "folder:PATH", "tfds:name"
-    c.data = "emoji:twemoji"
-    c.image_size = 64
-    c.num_steps = 20000
-    c.batch_size = 16
-    c.augment = "basic"
-    c.diffaug = ""
-    # model
-    c.generator = "dcgan_generator"  # or "style_generator" (z, w, w+ for configs/editing.py)
-    c.conv_dim = 32
-    c.norm = "instance"
-    c.spectral_norm = False
-    # compute dtype: "float32", or "bfloat16" (mixed precision: bf16 compute, float32
-    # parameters, optimizer state and losses; docs/training.md "Mixed precision")
-    c.dtype = "float32"
-    # objective and optimizer
-    c.loss = "lsgan"
-    c.lr = 2e-4
-    c.beta1 = 0.5
-    c.beta2 = 0.999
-    c.lr_schedule = "constant"
-    c.decay_start = 0  # with lr_schedule="linear_decay": the step the decay starts from
-    # bookkeeping
-    c.log_every = 50
-    c.checkpoint_every = 1000
-    c.keep_checkpoints = 3
-    # steps between sample grids (default: num_steps / 40, following --config.num_steps)
-    c.sample_every = (c.get_ref("num_steps") + 39) // 40
-    c.num_sample_images = 64
-    # evaluation
-    c.eval_samples = 500
-    # "auto": the real TF-FID Inception-v3 when fetched (`python -m imsyn weights fetch
-    # inception_fid`), else the offline random_conv_v1 fallback; the resolved name is recorded
-    c.features = "auto"
-    c.features_path = ""
+    c = validate.make_config(dcgan.FIELDS)  # every field: imsyn/tasks/dcgan.py
     c.update(PRESETS[arg])
     return c
 

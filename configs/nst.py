@@ -38,17 +38,15 @@ Presets (``--config=configs/nst.py:<preset>``, overrides of the default in
   or run a grid on any preset with
   ``python sweep.py --config=configs/nst.py:quick --sweep=style_weight --workdir=runs/sw``.
 
-Fields: ``mode`` transfer|content|texture; ``content``/``style`` paths (``style``
-comma-separated for several, ``style_blend`` their weights); ``size`` longer
-side of the result (0: the content's own); ``style_fit`` scale|pad_crop|stretch|
-none and ``style_scale``; ``original_colors``; layer lists in either spelling
-(``conv_4`` or ``conv2_2``); ``init`` ("" = content for transfer, else noise);
-``optimizer`` lbfgs|adam with ``lr`` for Adam, ``linesearch`` backtracking|zoom
-for L-BFGS; ``sample_every`` snapshot
-interval. Every field is checked before any compute; unknown fields are refused.
+Every field (its default, rule and meaning) is declared once, in ``FIELDS`` of
+``imsyn/tasks/nst.py``, and checked before any compute; unknown fields are refused.
+``python train.py --config=configs/nst.py --show_config`` lists them.
 """
 
 import ml_collections
+
+from imsyn import validate
+from imsyn.tasks import nst
 
 #: preset -> overrides of the default config
 PRESETS = {
@@ -71,36 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in PRESETS:
         raise ValueError(f"unknown preset {arg!r}; choose one of {tuple(p for p in PRESETS if p)}")
-    c = ml_collections.ConfigDict()
-    c.task = "nst"
-    c.name = "nst"
-    c.seed = 0
-    c.mode = "transfer"
-    c.content = ""  # "" = matplotlib's grace_hopper.jpg
-    c.style = ""  # "" = a generated brush-stroke texture; comma-separated for several
-    c.style_blend = ""  # comma-separated weights, one per style
-    c.size = 256
-    c.style_fit = "scale"
-    c.style_scale = 1.0
-    c.original_colors = False
-    c.content_layers = "conv_4"
-    c.style_layers = "conv_1,conv_2,conv_3,conv_4,conv_5"
-    c.content_weight = 1.0
-    c.style_weight = 1e5  # useful range 1e4..1e6 (docs/nst.md)
-    c.tv_weight = 0.0
-    c.init = ""
-    c.optimizer = "lbfgs"
-    c.linesearch = "backtracking"  # or "zoom" (optax.lbfgs's own, in-graph; for GPU/TPU)
-    c.num_steps = 300
-    c.lr = 0.02
-    c.clamp = True
-    c.pooling = "max"
-    c.memory_size = 10
-    c.remat = False
-    c.dtype = "float32"  # or "bfloat16": VGG features in bf16, image/L-BFGS/losses float32
-    c.weights = ""  # "" = $IMSYN_VGG19, else the fetched vgg19, else random features
-    c.sample_every = 50
-    c.sweep = ""
+    c = validate.make_config(nst.FIELDS)  # every field: imsyn/tasks/nst.py
     c.update(PRESETS[arg])
     return c
 

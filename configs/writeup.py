@@ -27,18 +27,10 @@ fields can be changed from the command line, e.g. ``--config.a4.nst.size=256``; 
 each figure with the standalone ``train.py`` command that reproduces it.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from imsyn.training.sweep import config_module
-
-SECTIONS = ("a1", "a2", "a3", "a4", "a5")
-
-
-def _config_of(name: str, preset: str = "") -> ml_collections.ConfigDict:
-    return config_module(Path(__file__).with_name(f"{name}.py")).get_config(preset)
-
+from imsyn import validate
+from imsyn.tasks import writeup
 
 #: the quick preset's changes, per nested config
 QUICK = {
@@ -82,48 +74,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in ("", "quick"):
         raise ValueError(f"unknown preset {arg!r}; choose one of ['quick']")
-    c = ml_collections.ConfigDict()
-    c.task = "writeup"
-    c.name = "writeup" if not arg else f"writeup_{arg}"
-    c.preset = arg or "default"
-    c.only = ""  # '' = every section; or a comma list of a1..a5: redo those
-    # prokudin/, poisson/, nst/, gan/: "@data" is the fetched course data (python -m imsyn data
-    # fetch course; imsyn.course_data), or give any folder laid out the same way
-    c.data_root = "@data"
-
-    c.a1 = ml_collections.ConfigDict()
-    c.a1.timing_repeats = 5
-    c.a1.single_scale_radius = 15  # ± px of the single-scale vs pyramid timing (small plates)
-
-    c.a2 = ml_collections.ConfigDict()
-    c.a2.isoluminant_size = 256
-
-    c.a3 = ml_collections.ConfigDict()
-    c.a3.dcgan_settings = "basic,deluxe,deluxe_diffaug"  # imsyn.tasks.writeup.DCGAN_SETTINGS
-    c.a3.cyclegan_variants = "patch_cycle,patch_nocycle,dc_cycle"  # ...writeup.CYCLEGAN_VARIANTS
-    c.a3.dcgan = _config_of("dcgan", "grumpy")  # the settings vary augment/diffaug
-    c.a3.cyclegan = _config_of("cyclegan", "cats")  # variants: cycle loss, discriminator
-    c.a3.emoji = _config_of("cyclegan")  # the main job
-
-    c.a4 = ml_collections.ConfigDict()
-    c.a4.nst = _config_of("nst")
-    c.a4.nst.size = 512
-    c.a4.nst.sample_every = 0
-    c.a4.contents = "tubingen.jpg,dancing.jpg,golden_gate.jpg"  # in data_root/nst/content
-    c.a4.styles = "starry_night.jpg,the_scream.jpg,great_wave.jpg"  # in data_root/nst/style
-    c.a4.grid_size = 256  # the 3x3 content x style grids
-    c.a4.content_layers = "conv_1;conv_3;conv_5;conv_9;conv_1,conv_3,conv_5"  # ';' between runs
-    c.a4.texture_layers = (
-        "conv_1;conv_3;conv_5;conv_1,conv_2,conv_3;conv_1,conv_2,conv_3,conv_4,conv_5"
-    )
-    c.a4.texture_seeds = "0,1"
-    c.a4.style_weights = "1e3,1e4,1e5,1e6,1e7"
-
-    c.a5 = ml_collections.ConfigDict()
-    c.a5.generator = _config_of("dcgan", "style")
-    c.a5.editing = _config_of("editing")
-
+    # every field: imsyn/tasks/writeup.py; the nested task configs are the shipped ones
+    # (config.a3.dcgan is configs/dcgan.py:grumpy, ...)
+    c = validate.make_config(writeup.FIELDS)
     if arg == "quick":
+        c.name, c.preset = "writeup_quick", "quick"
         for path, changes in QUICK.items():
             node = c
             for part in path.split("."):

@@ -183,70 +183,11 @@ def _define_help_flags(fv) -> None:
     )
 
 
-def _field_comments(path) -> dict[str, str]:
-    """``{field path: comment}`` of the ``c.<field> = ...`` lines of a Python file: the
-    comment at the end of the line, else the comment lines right above it (a one- or
-    two-word section heading such as ``# model`` does not count)."""
-    import io
-    import re
-    import tokenize
-    from pathlib import Path
-
-    try:
-        text = Path(path).read_text()
-        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (OSError, SyntaxError, tokenize.TokenError):
-        return {}
-    comment, code = {}, set()
-    skip = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
-    for tok in tokens:
-        if tok.type == tokenize.COMMENT:
-            comment[tok.start[0]] = tok.string.lstrip("#").strip()
-        elif tok.type not in skip:
-            code.add(tok.start[0])
-    out: dict[str, str] = {}
-    for i, line in enumerate(text.splitlines(), 1):
-        m = re.match(r"\s*c\.([\w.]+)\s*=(?!=)", line)
-        if not m or m.group(1) in out:
-            continue
-        if i in comment:
-            meaning = comment[i]
-        else:
-            block, j = [], i - 1
-            while j in comment and j not in code:
-                block.insert(0, comment[j])
-                j -= 1
-            meaning = " ".join(block)
-            if len(meaning.split()) <= 2:
-                meaning = ""
-        if meaning:
-            out[m.group(1)] = meaning if len(meaning) <= 140 else meaning[:139] + "…"
-    return out
-
-
-def _task_schema(task) -> dict:
+def _task_fields(task) -> dict:
+    """The field table of ``task`` (its module's ``FIELDS``), or {} for an unknown task."""
     if task not in EXPERIMENTS:
         return {}
-    mod = importlib.import_module(EXPERIMENTS[task])
-    schema = dict(getattr(mod, "SCHEMA", {}) or {})
-    if task in ("dcgan", "cyclegan"):
-        from imsyn.training.loop import COMMON_SCHEMA
-
-        schema = {**COMMON_SCHEMA, **schema}
-    return schema
-
-
-def _task_sources(task, config_dir) -> list:
-    from pathlib import Path
-
-    out = []
-    if config_dir is not None:
-        out.append(Path(config_dir) / f"{task}.py")
-    if task in EXPERIMENTS:
-        spec = importlib.util.find_spec(EXPERIMENTS[task])
-        if spec is not None and spec.origin:
-            out.append(spec.origin)
-    return out
+    return dict(getattr(importlib.import_module(EXPERIMENTS[task]), "FIELDS", {}))
 
 
 def _followers(node) -> set[str]:
@@ -271,15 +212,16 @@ def describe_config(config, config_file: str | None = None) -> str:
       config: the resolved config (an ``ml_collections.ConfigDict``; nested ones are listed
         with dotted names).
       config_file: the ``--config`` value (``path[:preset]``): its ``get_config(preset)``
-        gives the defaults, and its comments (with those of the task's module) the meanings.
+        gives the defaults. Rules and meanings come from the task's field table
+        (``FIELDS`` of its module, :class:`imsyn.validate.Decl`).
     """
-    from pathlib import Path
+    from collections.abc import Mapping
 
-    default, config_dir, root_comments = None, None, {}
+    from imsyn.validate import Decl
+
+    default = None
     if config_file:
         path, _, preset = str(config_file).partition(":")
-        config_dir = Path(path).parent
-        root_comments = _field_comments(path)
         try:
             from imsyn.training.sweep import config_module
 
@@ -288,24 +230,20 @@ def describe_config(config, config_file: str | None = None) -> str:
             default = None
     rows: list[tuple[str, str, str, str]] = []
 
-    def walk(node, dflt, prefix: str) -> None:
+    def walk(node, dflt, prefix: str, table: Mapping) -> None:
         task = node.get("task") if "task" in node else None
-        schema = _task_schema(task) if isinstance(task, str) else {}
-        comments = {}
         if isinstance(task, str):
-            for src in reversed(_task_sources(task, config_dir)):
-                comments.update(_field_comments(src))
+            table = _task_fields(task)
         follows = _followers(node)
         for key in node.keys():
             value = node[key]
             has_default = dflt is not None and hasattr(dflt, "keys") and key in dflt
             d = dflt[key] if has_default else None
+            entry = table.get(key)
             if hasattr(value, "keys"):
-                walk(value, d, f"{prefix}{key}.")
+                walk(value, d, f"{prefix}{key}.", entry if isinstance(entry, Mapping) else {})
                 continue
-            field = schema.get(key)
-            meaning = root_comments.get(f"{prefix}{key}") or comments.get(key) or ""
-            notes = [field.expect if field is not None else "", meaning]
+            notes = [entry.rule.expect, entry.meaning] if isinstance(entry, Decl) else []
             if key in follows:
                 notes.append("follows num_steps unless set")
             rows.append(
@@ -317,7 +255,7 @@ def describe_config(config, config_file: str | None = None) -> str:
                 )
             )
 
-    walk(config, default, "")
+    walk(config, default, "", {})
     width = min(max((len(n) + len(v) + 3 for n, v, _, _ in rows), default=0), 60)
     lines = [
         f"# {config_file or 'config'}: field = value  (default: the preset's)  rule; meaning",

@@ -1,14 +1,23 @@
-"""The one way to validate a config: a declarative schema, one error format.
+"""The one way to declare and validate a config: a field table, one error format.
 
-Each task declares its fields once::
+Each task declares every config field once, in one table: its default, its rule and a
+one-line meaning (:class:`Decl`)::
 
-    SCHEMA = {
-        "num_steps": validate.integer(min=1),
-        "lr": validate.number(min=0, open_min=True),
-        "loss": validate.one_of("lsgan", "bce", "hinge"),
-        "features_path": validate.string(),
+    FIELDS = {
+        "num_steps": Decl(300, integer(min=1), "optimization steps"),
+        "lr": Decl(0.02, number(min=0, open_min=True), "Adam's learning rate"),
+        "loss": Decl("lsgan", one_of("lsgan", "bce", "hinge"), "the GAN objective"),
+        "sample_every": Decl(
+            lambda c: c.get_ref("num_steps") // 10, integer(min=1), "steps between samples"
+        ),
     }
-    validate.check(config, {**loop.COMMON_SCHEMA, **SCHEMA})
+    config = validate.make_config(FIELDS)  # the defaults (configs/<task>.py builds on them)
+    validate.check(config, FIELDS)  # the rules
+
+A default may be a function of the config being built that returns an
+``ml_collections`` field reference (``sample_every`` above): the field then follows
+``num_steps`` until it is set. A nested table (a field whose entry is itself a table)
+is a nested ``ConfigDict``. ``--show_config`` prints each field's meaning from the table.
 
 :func:`check` rejects unknown and missing fields and every bad value with a
 :class:`~imsyn.errors.ConfigError` whose message is one line:
@@ -30,6 +39,23 @@ class Field(NamedTuple):
 
     parse: Callable[[Any], Any]
     expect: str  #: what a valid value is, for the error message
+
+
+class Decl(NamedTuple):
+    """One config field, declared once: its default, its rule and what it means.
+
+    ``default`` is a value, or a function of the config being built (the fields above it
+    in the table are set) returning the value: ``lambda c: c.get_ref("num_steps") // 16``
+    is a default that follows ``num_steps`` until the field is set.
+    """
+
+    default: Any
+    rule: Field
+    meaning: str  #: one line, for ``--show_config``
+
+
+#: a field table: name -> :class:`Decl`, or -> a nested table (a nested ``ConfigDict``)
+Table = Mapping[str, "Decl | Table"]
 
 
 def _num(v) -> str:
@@ -144,17 +170,68 @@ def value(name: str, v, field: Field, *, prefix: str = "config"):
         raise ConfigError(f"{prefix}.{name} must be {field.expect}, got {v!r}") from None
 
 
-def check(config, schema: Mapping[str, Field], *, prefix: str = "config") -> None:
+def check(config, schema: Mapping[str, Any], *, prefix: str = "config") -> None:
     """Validates ``config`` against ``schema``: no unknown or missing field, every value valid.
+
+    Args:
+      schema: a field table (:class:`Decl` entries and nested tables, checked with
+        ``prefix.<name>``), or plain name -> :class:`Field` rules.
 
     Raises:
       ConfigError: one line naming the first offending field and what it must be.
     """
     check_fields(config, schema, prefix=prefix)
-    for name, field in schema.items():
+    for name, entry in schema.items():
         if name not in config:
             raise ConfigError(f"{prefix}.{name} is missing")
-        value(name, config[name], field, prefix=prefix)
+        if isinstance(entry, Mapping):
+            if not hasattr(config[name], "keys"):
+                raise ConfigError(
+                    f"{prefix}.{name} must be a group of fields, got {config[name]!r}"
+                )
+            check(config[name], entry, prefix=f"{prefix}.{name}")
+        else:
+            value(
+                name, config[name], entry.rule if isinstance(entry, Decl) else entry, prefix=prefix
+            )
+
+
+def make_config(table: Table):
+    """The ``ml_collections.ConfigDict`` of a field table's defaults (nested tables nested).
+
+    Derived defaults (functions) are called with the config built so far, in table order.
+    """
+    import ml_collections
+
+    c = ml_collections.ConfigDict()
+    for name, entry in table.items():
+        if isinstance(entry, Mapping):
+            c[name] = make_config(entry)
+        else:
+            c[name] = entry.default(c) if callable(entry.default) else entry.default
+    return c
+
+
+#: the longest meaning a field may have (one line of ``--show_config``)
+MAX_MEANING = 150
+
+
+def check_table(table: Table, *, prefix: str = "") -> None:
+    """Raises ``ValueError`` naming a field of ``table`` declared without a :class:`Field`
+    rule or without a one-line meaning (what a test of every task's table asserts)."""
+    for name, entry in table.items():
+        if isinstance(entry, Mapping):
+            check_table(entry, prefix=f"{prefix}{name}.")
+        elif not isinstance(entry, Decl) or not isinstance(entry.rule, Field):
+            raise ValueError(
+                f"field {prefix}{name} is not declared as Decl(default, rule, meaning)"
+            )
+        elif not isinstance(entry.meaning, str) or not entry.meaning.strip():
+            raise ValueError(f"field {prefix}{name} has no meaning")
+        elif "\n" in entry.meaning or len(entry.meaning) > MAX_MEANING:
+            raise ValueError(
+                f"field {prefix}{name}: the meaning must be one line (<= {MAX_MEANING})"
+            )
 
 
 # --------------------------------------------------------------------------- command lines

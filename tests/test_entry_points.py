@@ -73,8 +73,9 @@ def test_show_config_lists_every_field_value_default_and_meaning(tmp_path, capsy
     # decay_start follows the override (2/3 of num_steps), the default is the preset's
     assert lines["decay_start"].startswith("666") and "(default: 2666)" in lines["decay_start"]
     assert "follows num_steps" in lines["decay_start"]
-    assert "an integer >= 1" in lines["batch_size"]  # the rule, from the task's schema
-    assert "mixed precision" in lines["dtype"]  # the meaning, from the config's comments
+    assert "an integer >= 1" in lines["batch_size"]  # the rule, from the task's FIELDS
+    assert "mixed precision" in lines["dtype"]  # the meaning, from the task's FIELDS too
+    assert "; the GAN loss" in lines["loss"]  # a common field's meaning (loop.COMMON_FIELDS)
     assert not wd.exists()  # nothing trained, nothing written
     # a value set on the command line wins over the derived one
     argv = ["train.py", "--config=configs/cyclegan.py:full", "--config.num_steps=1000",
@@ -175,3 +176,78 @@ def test_derived_fields_follow_num_steps_through_overrides_copies_and_json():
     d = _config("dcgan")
     d.num_steps = 400
     assert d.sample_every == 10 and _config("dcgan", "quick").sample_every == 250
+
+
+# --------------------------------------------------------------------------- field tables
+
+
+def _flat(node, prefix=""):
+    """Dotted names of a config's (or a field table's) fields; a nested task config (it has
+    a ``task``) is one field, its own task declares its fields."""
+    out = set()
+    for k in node.keys():
+        v = node[k]
+        if hasattr(v, "keys") and "task" not in v:
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out.add(f"{prefix}{k}")
+    return out
+
+
+def _dict_literal_duplicates(path: Path) -> list[str]:
+    import ast
+
+    dupes = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Dict):
+            keys = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+            dupes += [f"{path.name}:{node.lineno}: {k}" for k in set(keys) if keys.count(k) > 1]
+    return dupes
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_field_is_declared_once_with_its_default_rule_and_meaning(name):
+    from imsyn import validate
+    from imsyn.tasks import editing
+
+    mod = experiments.get_experiment({"task": name})
+    validate.check_table(mod.FIELDS)  # a Decl with a rule and a one-line meaning, each
+    source = Path(mod.__file__)
+    assert _dict_literal_duplicates(source) == []  # a key twice in a table literal
+    for preset in _presets(name):  # no field beyond the table, none missing from it
+        assert _flat(_config(name, preset)) == _flat(mod.FIELDS), preset
+    # the config file adds no defaults of its own: it is the table's, but for the schedule
+    # cyclegan's presets derive (DECAY_START)
+    config, table = _config(name), validate.make_config(mod.FIELDS)
+    if name == "editing":
+        assert config == editing.default_config() == table
+
+    def get(node, dotted):
+        for part in dotted.split("."):
+            node = node[part]
+        return node
+
+    changed = {k for k in _flat(config) - {"decay_start"} if get(config, k) != get(table, k)}
+    assert changed == set(), changed
+
+
+def test_a_field_declared_twice_or_without_a_meaning_is_refused(tmp_path):
+    from imsyn import validate
+    from imsyn.training import loop
+
+    assert _dict_literal_duplicates(Path(loop.__file__)) == []  # COMMON_FIELDS
+    probe = tmp_path / "fields.py"  # a table literal that declares a field twice
+    probe.write_text('FIELDS = {"lr": 1, "seed": 0, "lr": 2}\n')
+    assert _dict_literal_duplicates(probe) == ["fields.py:1: lr"]
+    lr = validate.Decl(0.1, validate.number(min=0), "a learning rate")
+    with pytest.raises(ValueError, match=r"declared twice .*\['lr'\]"):
+        loop.training_fields({"lr": lr}, defaults={})
+    with pytest.raises(ValueError, match="not common: \\['momentum'\\]"):
+        loop.training_fields({}, defaults={"momentum": 0.9})
+    with pytest.raises(ValueError, match="common field task needs the task's default"):
+        loop.training_fields({}, defaults={})
+    for meaning in ("", "  ", "two\nlines", "x" * (validate.MAX_MEANING + 1)):
+        with pytest.raises(ValueError, match="field a.lr"):
+            validate.check_table({"a": {"lr": lr._replace(meaning=meaning)}})
+    with pytest.raises(ValueError, match="field lr is not declared as Decl"):
+        validate.check_table({"lr": validate.number(min=0)})

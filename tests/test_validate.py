@@ -63,3 +63,27 @@ def test_missing_field_and_custom_rule():
 
     with pytest.raises(ConfigError, match="config.steps must be an even integer, got 3"):
         validate.check({"steps": 3}, {"steps": validate.custom(even, "an even integer")})
+
+
+def test_a_field_table_gives_the_defaults_and_the_rules():
+    table = {
+        "num_steps": validate.Decl(100, validate.integer(min=1), "steps"),
+        "every": validate.Decl(
+            lambda c: c.get_ref("num_steps") // 10, validate.integer(min=1), "steps between logs"
+        ),
+        "a1": {"repeats": validate.Decl(5, validate.integer(min=1, max=9), "timing repeats")},
+    }
+    validate.check_table(table)
+    c = validate.make_config(table)
+    assert (c.num_steps, c.every, c.a1.repeats) == (100, 10, 5)
+    validate.check(c, table)
+    c.num_steps = 50  # a derived default follows what it derives from until set
+    assert c.every == 5
+    c.every = 7
+    c.num_steps = 500
+    assert c.every == 7
+    c.a1.repeats = 10  # a nested table's field is named with its path
+    with pytest.raises(ConfigError, match=r"^config.a1.repeats must be an integer in \[1, 9\]"):
+        validate.check(c, table)
+    with pytest.raises(ConfigError, match=r"^config.a1 must be a group of fields, got 3$"):
+        validate.check({"num_steps": 1, "every": 1, "a1": 3}, table)

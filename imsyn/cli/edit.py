@@ -17,7 +17,7 @@ held-out images of the generator's training data and ``draw`` a built-in scribbl
 
 Bad input is one line and exit status 2, before any work: every numeric option is checked
 where it is parsed, by the rule of the config field it sets
-(:data:`imsyn.tasks.editing.SCHEMA`: ``--steps 0``, ``--lr inf``, ``--seed 1e23`` or a
+(:data:`imsyn.tasks.editing.FIELDS`: ``--steps 0``, ``--lr inf``, ``--seed 1e23`` or a
 seed beyond int64 are refused), and ``--out`` may not be (or lie inside) any input: the
 generator workdir (or model file), an image, the sketch or the mask.
 """
@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import argparse
 
-from imsyn.tasks.editing import SCHEMA
+from imsyn.tasks.editing import FIELDS
 from imsyn.validate import arg
 
 
 def _rule(field: str):
     """The argparse ``type=`` of an option that sets ``config.<field>``."""
-    return arg(SCHEMA[field])
+    return arg(FIELDS[field].rule)
+
+
+def _default(field: str):
+    """The default of an option that sets ``config.<field>``: the field's."""
+    return FIELDS[field].default
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -48,17 +53,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (the editing workdir)")
     p.add_argument(
         "--space",
-        default="all",
+        default=_default("spaces"),
         help="latent space(s): z, w, w+, a comma list, or 'all' (default: all the generator has)",
     )
     p.add_argument("--steps", type=_rule("steps"), default=None, help="optimizer steps")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
-    p.add_argument("--lr", type=_rule("lr"), default=0.05, help="Adam learning rate")
+    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default=_default("optimizer"))
+    p.add_argument("--lr", type=_rule("lr"), default=_default("lr"), help="Adam learning rate")
     p.add_argument("--pixel-loss", choices=("l1", "l2"), default=None)
-    p.add_argument("--pixel-weight", type=_rule("pixel_weight"), default=1.0)
-    p.add_argument("--perceptual-weight", type=_rule("perceptual_weight"), default=0.1)
+    p.add_argument("--pixel-weight", type=_rule("pixel_weight"), default=_default("pixel_weight"))
     p.add_argument(
-        "--layers", default="conv1_2,conv2_2,conv3_4", help="VGG-19 layers of the perceptual loss"
+        "--perceptual-weight",
+        type=_rule("perceptual_weight"),
+        default=_default("perceptual_weight"),
+    )
+    p.add_argument(
+        "--layers",
+        default=_default("perceptual_layers"),
+        help="VGG-19 layers of the perceptual loss",
     )
     p.add_argument(
         "--latent-reg",
@@ -68,10 +79,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--vgg-weights",
-        default="",
+        default=_default("vgg_weights"),
         help="VGG-19 weights file (default: $IMSYN_VGG19, else random features)",
     )
-    p.add_argument("--seed", type=_rule("seed"), default=0)
+    p.add_argument("--seed", type=_rule("seed"), default=_default("seed"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,13 +92,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "images", nargs="*", help="images (default: held-out images of the generator's data)"
     )
     p.add_argument(
-        "--num-images", type=_rule("num_images"), default=8, help="held-out images to project"
+        "--num-images",
+        type=_rule("num_images"),
+        default=_default("num_images"),
+        help="held-out images to project",
     )
     _common(p)
     p = sub.add_parser("interpolate", help="project two images and interpolate between them")
     p.add_argument("images", nargs="*", help="two images (default: two held-out images)")
     p.add_argument(
-        "--frames", type=_rule("num_frames"), default=12, help="frames of the interpolation"
+        "--frames",
+        type=_rule("num_frames"),
+        default=_default("num_frames"),
+        help="frames of the interpolation",
     )
     p.add_argument("--method", choices=("auto", "linear", "slerp"), default="auto")
     _common(p)

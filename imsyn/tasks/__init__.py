@@ -1,7 +1,9 @@
 """Experiment drivers: one module per system, config -> run -> outputs.
 
-Each module has ``SCHEMA`` (its config fields beside
-:data:`imsyn.training.loop.COMMON_SCHEMA`), ``validate(config)``, its
+Each module has ``FIELDS``, its config fields declared once with their default, rule and
+one-line meaning (:class:`imsyn.validate.Decl`; a training task's table is
+:func:`imsyn.training.loop.training_fields`: the common fields with its defaults, and its
+own), ``validate(config)``, its
 :class:`imsyn.training.loop.Task`, ``train(config, workdir)`` and
 ``evaluate(config, workdir)``; ``imsyn.experiments.EXPERIMENTS`` maps ``config.task`` to
 it. The algorithms themselves live in the library modules, which import nothing from here.

@@ -6,8 +6,9 @@
 the pure step, the image pool, the colour-statistics baseline, paired metrics) is the
 CycleGAN section of :mod:`imsyn.gan`.
 
-Config: :data:`imsyn.training.loop.COMMON_SCHEMA` (``data`` is domain X) plus
-:data:`SCHEMA` (``data_y`` is domain Y), checked by :func:`check` before any compute
+Config: :data:`FIELDS`, every field's default, rule and meaning (the common training
+fields of :data:`imsyn.training.loop.COMMON_FIELDS`, ``data`` being domain X, and the
+CycleGAN's own, ``data_y`` domain Y), checked by :func:`check` before any compute
 (unknown fields refused; the memory one step needs is estimated against the device's).
 Data-source options travel in the specs (``emoji:twemoji?category=faces``).
 
@@ -52,7 +53,7 @@ from imsyn.models.cyclegan import SKIPS
 from imsyn.models.layers import DTYPES, NORMS
 from imsyn.runtime import available_bytes
 from imsyn.training import loop
-from imsyn.validate import boolean, custom, existing_file, integer, number, one_of, string
+from imsyn.validate import Decl, boolean, custom, existing_file, integer, number, one_of, string
 
 _SAMPLES = 8  # fixed test images per direction in the sample grids
 
@@ -63,28 +64,71 @@ def _fid_images(v):
     return v
 
 
-#: CycleGAN fields beside loop.COMMON_SCHEMA (loss narrowed).
-SCHEMA = {
-    "loss": one_of(*losses.GAN_LOSSES),
-    "data_y": string(nonempty=True, expect="a data spec such as 'emoji:openmoji'"),
-    "g_conv_dim": integer(min=1),
-    "d_conv_dim": integer(min=1),
-    "n_blocks": integer(min=0),
-    "block_convs": one_of(1, 2),
-    "g_skip": one_of(*SKIPS),
-    "norm": one_of(*NORMS),
-    "padding_mode": one_of("zeros", "reflect"),
-    "discriminator": one_of(*gan.DISCRIMINATORS),
-    "spectral_norm": boolean(),
-    "lambda_cycle": number(min=0),
-    "lambda_identity": number(min=0),
-    "pool_size": integer(min=0),
-    "memory_check": boolean(),
-    "features": one_of(*metrics.NAMES),
-    "features_path": existing_file(),
-    "fid_max_images": custom(_fid_images, "0 (all test images) or an integer >= 2"),
-    "dtype": one_of(*DTYPES),
-}
+#: every field of a CycleGAN config, declared once: default, rule, meaning (``configs/cyclegan.py``
+#: builds on these defaults; its presets change some, and set decay_start per preset)
+FIELDS = loop.training_fields(
+    defaults={
+        "task": "cyclegan",
+        "name": "cyclegan_emoji",
+        "data": "emoji:twemoji",  # domain X
+        "image_size": 32,
+        "diffaug": "color,translation",
+        "num_steps": 4000,
+        "batch_size": 8,
+        "lr_schedule": "linear_decay",
+        "log_every": 25,
+        "checkpoint_every": 500,
+        "keep_checkpoints": 2,
+        "sample_every": lambda c: (c.get_ref("num_steps") + 15) // 16,  # follows num_steps
+    },
+    rules={"loss": one_of(*losses.GAN_LOSSES)},
+    fields={
+        "data_y": Decl(
+            "emoji:openmoji",
+            string(nonempty=True, expect="a data spec such as 'emoji:openmoji'"),
+            "domain Y (data is domain X); emoji styles with the same options pair up for eval",
+        ),
+        "g_conv_dim": Decl(32, integer(min=1), "generator width (channels of the first conv)"),
+        "d_conv_dim": Decl(32, integer(min=1), "discriminator width"),
+        "n_blocks": Decl(3, integer(min=0), "residual blocks at the generator's bottleneck"),
+        "block_convs": Decl(2, one_of(1, 2), "convolutions per residual block"),
+        "g_skip": Decl(
+            "unet",
+            one_of(*SKIPS),
+            "unet: half-resolution features skip the bottleneck (pix2pix); none: the course's",
+        ),
+        "norm": Decl("instance", one_of(*NORMS), "normalization of both networks"),
+        "padding_mode": Decl("reflect", one_of("zeros", "reflect"), "padding of the convs"),
+        "discriminator": Decl(
+            "patch",
+            one_of(*gan.DISCRIMINATORS),
+            "patch (4x4 logits at 64 px), patch70 (pix2pix 70x70) or dc (one logit)",
+        ),
+        "spectral_norm": Decl(False, boolean(), "spectral normalization in the discriminators"),
+        "lambda_cycle": Decl(10.0, number(min=0), "weight of the cycle loss (0: off)"),
+        "lambda_identity": Decl(
+            0.5, number(min=0), "identity loss weight, relative to lambda_cycle (0: off)"
+        ),
+        "pool_size": Decl(50, integer(min=0), "fakes in the image pool for D (0: off)"),
+        "memory_check": Decl(True, boolean(), "refuse a batch that will not fit the device"),
+        "features": Decl(
+            "auto",
+            one_of(*metrics.NAMES),
+            "FID/KID features; auto: Inception-v3 once fetched, else random_conv_v1",
+        ),
+        "features_path": Decl("", existing_file(), "an Inception weights file ('' = the cache)"),
+        "fid_max_images": Decl(
+            200,
+            custom(_fid_images, "0 (all test images) or an integer >= 2"),
+            "test images per domain for FID/KID (Inception is slow on a CPU)",
+        ),
+        "dtype": Decl(
+            "float32",
+            one_of(*DTYPES),
+            "compute dtype; bfloat16: mixed precision (docs/training.md)",
+        ),
+    },
+)
 
 
 def check(config) -> None:
@@ -99,7 +143,7 @@ def check(config) -> None:
             "e.g. config.data = 'emoji:twemoji?category=faces' and "
             "config.data_y = 'emoji:openmoji?category=faces'"
         )
-    loop.check_config(config, SCHEMA)
+    loop.check_config(config, FIELDS)
     try:
         metrics.resolve_features(config.features, config.features_path or None)
     except ConfigError as e:

@@ -5,7 +5,8 @@
 :class:`imsyn.training.loop.Task` they hand to the generic loop. The algorithm (models,
 the pure step, sampling, slerp) is :mod:`imsyn.gan`.
 
-Config: :data:`imsyn.training.loop.COMMON_SCHEMA` plus :data:`SCHEMA`, checked by
+Config: :data:`FIELDS`, every field's default, rule and meaning (the common training fields
+of :data:`imsyn.training.loop.COMMON_FIELDS` and the DCGAN's own), checked by
 :func:`validate` before any compute (unknown fields refused). Data-source options travel
 in ``config.data`` (``emoji:twemoji?category=faces``).
 
@@ -38,26 +39,52 @@ from imsyn.image import make_grid, to_float, to_network, write_image
 from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
 from imsyn.models.layers import DTYPES, NORMS
 from imsyn.training import loop
-from imsyn.validate import boolean, existing_file, integer, one_of
+from imsyn.validate import Decl, boolean, existing_file, integer, one_of
 
 # Latent streams of the outputs: fold_in(key(seed), stream).
 SAMPLES_STREAM, EVAL_STREAM, INTERPOLATION_STREAM = 1_000_003, 2_000_003, 3_000_017
 
 
-#: DCGAN fields beside loop.COMMON_SCHEMA (image_size and loss narrowed).
-SCHEMA = {
-    "image_size": one_of(*IMAGE_SIZES),
-    "loss": one_of(*losses.GAN_LOSSES),
-    "generator": one_of(*gan.GENERATORS),
-    "conv_dim": integer(min=1),
-    "norm": one_of(*NORMS),
-    "spectral_norm": boolean(),
-    "eval_samples": integer(min=2),
-    "num_sample_images": integer(min=2),
-    "features": one_of(*metrics.NAMES),
-    "features_path": existing_file(),
-    "dtype": one_of(*DTYPES),
-}
+#: every field of a DCGAN config, declared once: default, rule, meaning (``configs/dcgan.py``
+#: builds on these defaults; its presets change some)
+FIELDS = loop.training_fields(
+    defaults={
+        "task": "dcgan",
+        "name": "dcgan",
+        "data": "emoji:twemoji",
+        "image_size": 64,
+        "num_steps": 20000,
+        "batch_size": 16,
+        "log_every": 50,
+        "checkpoint_every": 1000,
+        "keep_checkpoints": 3,
+        "sample_every": lambda c: (c.get_ref("num_steps") + 39) // 40,  # follows num_steps
+    },
+    rules={"image_size": one_of(*IMAGE_SIZES), "loss": one_of(*losses.GAN_LOSSES)},
+    fields={
+        "generator": Decl(
+            "dcgan_generator",
+            one_of(*gan.GENERATORS),
+            "style_generator: mapping net and modulated convs (z, w, w+ for configs/editing.py)",
+        ),
+        "conv_dim": Decl(32, integer(min=1), "width of both networks"),
+        "norm": Decl("instance", one_of(*NORMS), "normalization of both networks"),
+        "spectral_norm": Decl(False, boolean(), "spectral normalization in the discriminator"),
+        "dtype": Decl(
+            "float32",
+            one_of(*DTYPES),
+            "compute dtype; bfloat16: mixed precision (docs/training.md)",
+        ),
+        "num_sample_images": Decl(64, integer(min=2), "images in each sample grid"),
+        "eval_samples": Decl(500, integer(min=2), "generated (and training) images for KID/FID"),
+        "features": Decl(
+            "auto",
+            one_of(*metrics.NAMES),
+            "FID/KID features; auto: Inception-v3 once fetched, else random_conv_v1",
+        ),
+        "features_path": Decl("", existing_file(), "an Inception weights file ('' = the cache)"),
+    },
+)
 
 
 def check(config) -> None:
@@ -71,7 +98,7 @@ def check(config) -> None:
             "config.data_category is no longer a field: give the category in the data spec, "
             "e.g. config.data = 'emoji:twemoji?category=faces'"
         )
-    loop.check_config(config, SCHEMA)
+    loop.check_config(config, FIELDS)
     try:
         metrics.resolve_features(config.features, config.features_path or None)
     except ConfigError as e:

@@ -12,10 +12,11 @@ configured latent space and writes, under its workdir, ``config.json``, ``latent
 ``eval/*.png`` (+ ``*.gif``), ``plots/losses.png``, ``eval/metrics.json`` and
 ``report.html``.
 
-Config: :data:`SCHEMA` (the numeric fields share :data:`imsyn.editing.RULES` with the
-library and the CLI) plus cross-field rules, checked by :func:`validate` before any
-compute (unknown fields refused). The defaults are :func:`default_config`, a mode's
-changes to them :data:`MODE_DEFAULTS` (the presets of ``configs/editing.py``).
+Config: :data:`FIELDS`, every field's default, rule and meaning (the numeric rules shared
+with the library and the CLI: :data:`imsyn.editing.RULES`), plus cross-field rules, checked
+by :func:`validate` before any compute (unknown fields refused). :func:`default_config`
+builds a mode's config: the defaults and the mode's changes, :data:`MODE_DEFAULTS` (the
+presets of ``configs/editing.py``).
 
 Paths (:func:`check_paths`, before any work): the workdir may not be, or lie inside, any
 input — the generator workdir, the target images or their data folder, the sketch, the
@@ -52,10 +53,12 @@ from imsyn.report import figure, write_report
 from imsyn.validate import (
     INT32_MAX,
     INT64_MAX,
+    Decl,
     check,
     custom,
     existing_file,
     integer,
+    make_config,
     one_of,
     string,
 )
@@ -77,34 +80,70 @@ def _spaces_field(v):
     return v
 
 
-#: every field of an editing config and its rule
-SCHEMA = {
-    "task": one_of("editing"),
-    "name": string(nonempty=True),
-    "seed": integer(min=0, max=INT64_MAX),  # jax.random.key takes int64 seeds
-    "mode": one_of(*MODES),
-    "generator_workdir": string(
-        nonempty=True,
-        expect="the run directory of a trained GAN (--config.generator_workdir=runs/dcgan) "
-        "or a file written by `python -m imsyn export`",
+#: every field of an editing config, declared once: default, rule, meaning (the ``project``
+#: mode; :data:`MODE_DEFAULTS` holds the other modes' changes)
+FIELDS = {
+    "task": Decl("editing", one_of("editing"), "the experiment"),
+    "name": Decl("edit_project", string(nonempty=True), "the run's name (workdir: runs/<name>)"),
+    # jax.random.key takes int64 seeds
+    "seed": Decl(0, integer(min=0, max=INT64_MAX), "seed of the z samples"),
+    "mode": Decl("project", one_of(*MODES), "project images, interpolate two, or draw"),
+    "generator_workdir": Decl(
+        "",
+        string(
+            nonempty=True,
+            expect="the run directory of a trained GAN (--config.generator_workdir=runs/dcgan) "
+            "or a file written by `python -m imsyn export`",
+        ),
+        "required: a GAN run folder, or a file from `python -m imsyn export`",
     ),
-    "spaces": custom(_spaces_field, f"'all' or a comma list of {', '.join(editing.SPACES)}"),
-    "images": string(expect="a data spec, comma-separated files, or ''"),
-    "num_images": integer(min=1, max=INT32_MAX),
-    "sketch": string(expect="an image path or '' (built-in demo sketch)"),
-    "mask": string(expect="a mask image path or '' (the sketch's alpha)"),
-    "num_frames": RULES["num_frames"],
-    "interpolation": one_of("auto", *editing.INTERPOLATIONS),
-    "steps": RULES["steps"],
-    "optimizer": one_of(*editing.OPTIMIZERS),
-    "lr": RULES["lr"],
-    "pixel_loss": one_of(*editing.PIXEL_LOSSES),
-    "pixel_weight": RULES["pixel_weight"],
-    "perceptual_weight": RULES["perceptual_weight"],
-    "perceptual_layers": string(expect="a comma list of VGG-19 layers"),
-    "latent_reg": RULES["latent_reg"],
-    "init": one_of(*editing.INITS),
-    "vgg_weights": existing_file(),
+    "spaces": Decl(
+        "all",
+        custom(_spaces_field, f"'all' or a comma list of {', '.join(editing.SPACES)}"),
+        "latent spaces (all: every space the generator has)",
+    ),
+    "images": Decl(
+        "",
+        string(expect="a data spec, comma-separated files, or ''"),
+        "targets ('' = held-out split of the generator's data; a data spec; or a.png,b.png)",
+    ),
+    "num_images": Decl(8, integer(min=1, max=INT32_MAX), "targets to project"),
+    "sketch": Decl(
+        "",
+        string(expect="an image path or '' (built-in demo sketch)"),
+        "draw: '' = built-in scribble; else RGBA (alpha = drawn), or RGB with a mask",
+    ),
+    "mask": Decl(
+        "",
+        string(expect="a mask image path or '' (the sketch's alpha)"),
+        "draw: mask image (white = drawn; '' = the sketch's alpha)",
+    ),
+    "num_frames": Decl(12, RULES["num_frames"], "interpolate: frames between the two images"),
+    "interpolation": Decl(
+        "auto",
+        one_of("auto", *editing.INTERPOLATIONS),
+        "interpolate: auto = slerp in z, linear in w / w+",
+    ),
+    "steps": Decl(300, RULES["steps"], "optimizer steps per projection"),
+    "optimizer": Decl("lbfgs", one_of(*editing.OPTIMIZERS), "lbfgs, or adam (with lr)"),
+    "lr": Decl(0.05, RULES["lr"], "Adam only; L-BFGS chooses its steps by line search"),
+    "pixel_loss": Decl("l2", one_of(*editing.PIXEL_LOSSES), "pixel loss"),
+    "pixel_weight": Decl(1.0, RULES["pixel_weight"], "weight of the pixel loss"),
+    "perceptual_weight": Decl(
+        0.1, RULES["perceptual_weight"], "weight of the VGG-19 perceptual loss"
+    ),
+    "perceptual_layers": Decl(
+        ",".join(editing.DEFAULT_LAYERS),
+        string(expect="a comma list of VGG-19 layers"),
+        "VGG-19 layers of the perceptual loss",
+    ),
+    "latent_reg": Decl(0.0, RULES["latent_reg"], "pull towards the mean latent"),
+    "init": Decl(
+        "mean", one_of(*editing.INITS), "start: mean w (w / w+); z starts from a seeded sample"
+    ),
+    "vgg_weights": Decl(
+        "", existing_file(), "VGG-19 weights ('' = $IMSYN_VGG19, the fetched vgg19, else random)"
+    ),
 }
 
 #: mode -> its changes to the default config (the ``project`` mode)
@@ -125,29 +164,7 @@ def default_config(mode: str = "project") -> ml_collections.ConfigDict:
     """The default editing config of ``mode`` (``configs/editing.py`` and the CLI)."""
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {list(MODES)}, got {mode!r}")
-    c = ml_collections.ConfigDict()
-    c.task = "editing"
-    c.name = "edit_project"
-    c.seed = 0
-    c.mode = "project"
-    c.generator_workdir = ""  # required: a GAN run folder, or a file from `imsyn export`
-    c.spaces = "all"  # or a comma list of z, w, w+
-    c.images = ""  # '' = held-out split of the generator's data; a data spec; or a.png,b.png
-    c.num_images = 8
-    c.sketch = ""  # '' = built-in scribble; else RGBA (alpha = drawn), or RGB + mask
-    c.mask = ""
-    c.num_frames = 12
-    c.interpolation = "auto"  # slerp in z, linear in w / w+
-    c.steps = 300
-    c.optimizer = "lbfgs"
-    c.lr = 0.05  # Adam only; L-BFGS chooses its steps by line search
-    c.pixel_loss = "l2"
-    c.pixel_weight = 1.0
-    c.perceptual_weight = 0.1
-    c.perceptual_layers = ",".join(editing.DEFAULT_LAYERS)
-    c.latent_reg = 0.0
-    c.init = "mean"  # mean w (w / w+); z always starts from a seeded sample
-    c.vgg_weights = ""  # '' = $IMSYN_VGG19 or the fetched vgg19, else random features
+    c = make_config(FIELDS)
     c.update(MODE_DEFAULTS[mode])
     return c
 
@@ -159,7 +176,7 @@ def validate(config) -> None:
       ConfigError: an unknown or missing field or an invalid value, one line naming it
         (``config.steps must be an integer in [1, 1000000], got 0``).
     """
-    check(config, SCHEMA)
+    check(config, FIELDS)
     if config.pixel_weight == 0 and config.perceptual_weight == 0:
         raise ConfigError("config.pixel_weight and config.perceptual_weight are both 0")
     if config.perceptual_weight > 0:

@@ -5,9 +5,9 @@
 matrices, the objective, L-BFGS/Adam, :func:`~imsyn.nst.style_transfer`) is
 :mod:`imsyn.nst`.
 
-Config: :data:`SCHEMA` (numeric fields share :data:`imsyn.nst.RULES` with the
-``stylize`` CLI), checked by :func:`validate` before any compute; one message format,
-``config.num_steps must be an integer in [1, 1000000], got 0``.
+Config: :data:`FIELDS`, every field's default, rule and meaning (numeric rules shared with
+the ``stylize`` CLI: :data:`imsyn.nst.RULES`), checked by :func:`validate` before any
+compute; one message format, ``config.num_steps must be an integer in [1, 1000000], got 0``.
 
 Everything a run writes: ``config.json``, ``metrics.jsonl`` (per step: ``content_loss``,
 ``style_loss``, ``tv_loss``, ``loss``), ``samples/result_<step>.png`` every
@@ -34,7 +34,7 @@ from imsyn.image import make_grid, read_float, write_image, write_json, write_te
 from imsyn.models import vgg
 from imsyn.outputs import claim_workdir, run_dtype
 from imsyn.report import figure, write_report
-from imsyn.validate import boolean, check, custom, existing_file, integer, one_of, string
+from imsyn.validate import Decl, boolean, check, custom, existing_file, integer, one_of, string
 
 MODES = ("transfer", "content", "texture")
 SWEEPS = ("content_layers", "style_layers", "style_weight", "init", "all")
@@ -72,36 +72,66 @@ def _layers(v):
 
 
 R = nst.RULES
-SCHEMA = {
-    "task": one_of("nst"),
-    "name": string(),
-    "seed": R["seed"],
-    "mode": one_of(*MODES),
-    "content": existing_file(),
-    "style": custom(_style_files, "'' or comma-separated existing files"),
-    "style_blend": custom(_blend, "'' or comma-separated positive numbers"),
-    "size": integer(min=0, max=MAX_SIZE),
-    "style_fit": one_of(*nst.STYLE_FITS),
-    "style_scale": R["style_scale"],
-    "original_colors": boolean(),
-    "content_layers": custom(_layers, "comma-separated VGG-19 layer names"),
-    "style_layers": custom(_layers, "comma-separated VGG-19 layer names"),
-    "content_weight": R["content_weight"],
-    "style_weight": R["style_weight"],
-    "tv_weight": R["tv_weight"],
-    "init": one_of("", *nst.INITS),
-    "optimizer": one_of(*nst.OPTIMIZERS),
-    "linesearch": one_of(*nst.LINESEARCHES),
-    "num_steps": R["steps"],
-    "lr": R["lr"],
-    "clamp": boolean(),
-    "pooling": one_of("max", "avg"),
-    "memory_size": R["memory_size"],
-    "remat": boolean(),
-    "dtype": R["dtype"],
-    "weights": existing_file(),
-    "sample_every": R["snapshot_every"],
-    "sweep": one_of("", *SWEEPS),
+#: every field of an NST config, declared once: default, rule, meaning (``configs/nst.py``
+#: builds on these defaults; its presets change some)
+FIELDS = {
+    "task": Decl("nst", one_of("nst"), "the experiment"),
+    "name": Decl("nst", string(), "the run's name (workdir: runs/<name>)"),
+    "seed": Decl(0, R["seed"], "seed of the noise init"),
+    "mode": Decl(
+        "transfer", one_of(*MODES), "transfer; content: reconstruction; texture: synthesis"
+    ),
+    "content": Decl("", existing_file(), "the content image ('' = matplotlib's grace_hopper.jpg)"),
+    "style": Decl(
+        "",
+        custom(_style_files, "'' or comma-separated existing files"),
+        "the style image(s), comma-separated ('' = a generated brush-stroke texture)",
+    ),
+    "style_blend": Decl(
+        "",
+        custom(_blend, "'' or comma-separated positive numbers"),
+        "weights of the style images, one per style ('' = equal)",
+    ),
+    "size": Decl(256, integer(min=0, max=MAX_SIZE), "longer side of the result (0: the content's)"),
+    "style_fit": Decl(
+        "scale", one_of(*nst.STYLE_FITS), "how the style image meets the result's size"
+    ),
+    "style_scale": Decl(1.0, R["style_scale"], "scale of the style image (larger: larger strokes)"),
+    "original_colors": Decl(False, boolean(), "keep the content's colours (luminance transfer)"),
+    "content_layers": Decl(
+        "conv_4",
+        custom(_layers, "comma-separated VGG-19 layer names"),
+        "layers whose features are matched (conv_4 or conv4_2 spelling)",
+    ),
+    "style_layers": Decl(
+        "conv_1,conv_2,conv_3,conv_4,conv_5",
+        custom(_layers, "comma-separated VGG-19 layer names"),
+        "layers whose Gram matrices are matched",
+    ),
+    "content_weight": Decl(1.0, R["content_weight"], "weight of the content loss"),
+    "style_weight": Decl(1e5, R["style_weight"], "weight of the style loss (useful: 1e4..1e6)"),
+    "tv_weight": Decl(0.0, R["tv_weight"], "weight of the total-variation loss (0: off)"),
+    "init": Decl("", one_of("", *nst.INITS), "start image ('' = content for transfer, else noise)"),
+    "optimizer": Decl("lbfgs", one_of(*nst.OPTIMIZERS), "lbfgs, or adam (with lr)"),
+    "linesearch": Decl(
+        "backtracking",
+        one_of(*nst.LINESEARCHES),
+        "L-BFGS line search; zoom: optax.lbfgs's own, in-graph (for GPU/TPU)",
+    ),
+    "num_steps": Decl(300, R["steps"], "optimizer steps"),
+    "lr": Decl(0.02, R["lr"], "Adam's learning rate (L-BFGS searches its steps)"),
+    "clamp": Decl(True, boolean(), "project the image onto [0, 1] after each step"),
+    "pooling": Decl("max", one_of("max", "avg"), "VGG pooling"),
+    "memory_size": Decl(10, R["memory_size"], "L-BFGS history length"),
+    "remat": Decl(False, boolean(), "rematerialize VGG activations (large images)"),
+    "dtype": Decl(
+        "float32", R["dtype"], "bfloat16: VGG features in bf16; image, L-BFGS, losses float32"
+    ),
+    "weights": Decl(
+        "", existing_file(), "VGG-19 weights ('' = $IMSYN_VGG19, the fetched vgg19, else random)"
+    ),
+    "sample_every": Decl(50, R["snapshot_every"], "steps between result snapshots (0: none)"),
+    "sweep": Decl("", one_of("", *SWEEPS), "run this ablation grid of configs/nst.py instead"),
 }
 
 
@@ -111,7 +141,7 @@ def validate(config) -> None:
     Raises:
       ConfigError: an unknown or missing field or an invalid value, one line naming it.
     """
-    check(config, SCHEMA)
+    check(config, FIELDS)
     n_styles = max(len(_split(config["style"])), 1)
     blend = _split(config["style_blend"])
     if blend and len(blend) != n_styles:
@@ -136,7 +166,7 @@ def _layers_used(config) -> tuple[str, ...]:
 def _plain(config) -> dict:
     cfg = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     for k, v in cfg.items():  # ints given for float fields are floats in the outputs
-        if SCHEMA.get(k) is not None and SCHEMA[k].expect.startswith("a finite number"):
+        if k in FIELDS and FIELDS[k].rule.expect.startswith("a finite number"):
             cfg[k] = float(v)
     return cfg
 

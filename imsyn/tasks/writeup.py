@@ -44,6 +44,7 @@ from imsyn.align import EMIR_FULL_HEIGHT
 from imsyn.errors import ConfigError, InputError
 from imsyn.image import read_float, to_float, write_image, write_json, write_text
 from imsyn.outputs import claim_workdir, is_workdir
+from imsyn.validate import Decl
 
 SECTIONS = {
     "a1": "A1 · Colorizing the Prokudin-Gorskii collection",
@@ -139,55 +140,119 @@ def _numbers(v, kind) -> str:
     return v
 
 
-SCHEMA = {
-    "task": validate.one_of("writeup"),
-    "name": validate.string(nonempty=True),
-    "preset": validate.string(nonempty=True),
-    "only": validate.custom(_sections_field, f"'' or a comma list of {', '.join(SECTIONS)}"),
-    "data_root": validate.string(
-        nonempty=True, expect="the course data folder (@data: python -m imsyn data fetch course)"
+def _task_field(kind: str, config: str, meaning: str, **changes) -> Decl:
+    """A nested task config (its task checks its fields): by default the shipped
+    ``configs/<config>`` (``name[:preset]``) with ``changes``."""
+    name, _, preset = config.partition(":")
+
+    def default(_):
+        from imsyn.experiments import configs_dir
+        from imsyn.training.sweep import config_module
+
+        c = config_module(configs_dir() / f"{name}.py").get_config(preset)
+        c.update(changes)
+        return c
+
+    return Decl(default, validate.custom(lambda v: v, kind), meaning)
+
+
+#: every field of the write-up config, declared once: default, rule, meaning, one nested
+#: table per section (``configs/writeup.py`` builds on these defaults; ``quick`` changes some)
+FIELDS = {
+    "task": Decl("writeup", validate.one_of("writeup"), "the experiment"),
+    "name": Decl("writeup", validate.string(nonempty=True), "the write-up's name"),
+    "preset": Decl("default", validate.string(nonempty=True), "the preset: default or quick"),
+    "only": Decl(
+        "",
+        validate.custom(_sections_field, f"'' or a comma list of {', '.join(SECTIONS)}"),
+        "'' = every section; or a comma list of a1..a5: redo those",
     ),
-    "a1": validate.custom(lambda v: v, "a1 settings"),
-    "a2": validate.custom(lambda v: v, "a2 settings"),
-    "a3": validate.custom(lambda v: v, "a3 settings"),
-    "a4": validate.custom(lambda v: v, "a4 settings"),
-    "a5": validate.custom(lambda v: v, "a5 settings"),
-}
-SUB_SCHEMA = {
+    "data_root": Decl(
+        "@data",
+        validate.string(
+            nonempty=True,
+            expect="the course data folder (@data: python -m imsyn data fetch course)",
+        ),
+        "prokudin/, poisson/, nst/, gan/: @data = the fetched course data, or a folder like it",
+    ),
     "a1": {
-        "timing_repeats": validate.integer(min=1, max=100),
-        "single_scale_radius": validate.integer(min=1, max=200),
+        "timing_repeats": Decl(5, validate.integer(min=1, max=100), "repeats of each timing"),
+        "single_scale_radius": Decl(
+            15,
+            validate.integer(min=1, max=200),
+            "± px of the single-scale vs pyramid timing (small plates)",
+        ),
     },
-    "a2": {"isoluminant_size": validate.integer(min=16, max=4096)},
+    "a2": {
+        "isoluminant_size": Decl(
+            256, validate.integer(min=16, max=4096), "side of the Color2Gray isoluminant image"
+        ),
+    },
     "a3": {
-        "dcgan_settings": validate.custom(
-            lambda v: _names(v, DCGAN_SETTINGS), f"a comma list of {', '.join(DCGAN_SETTINGS)}"
+        "dcgan_settings": Decl(
+            "basic,deluxe,deluxe_diffaug",
+            validate.custom(
+                lambda v: _names(v, DCGAN_SETTINGS), f"a comma list of {', '.join(DCGAN_SETTINGS)}"
+            ),
+            "the DCGAN runs: augment/diffaug settings of DCGAN_SETTINGS",
         ),
-        "cyclegan_variants": validate.custom(
-            lambda v: _names(v, CYCLEGAN_VARIANTS),
-            f"a comma list of {', '.join(CYCLEGAN_VARIANTS)}",
+        "cyclegan_variants": Decl(
+            "patch_cycle,patch_nocycle,dc_cycle",
+            validate.custom(
+                lambda v: _names(v, CYCLEGAN_VARIANTS),
+                f"a comma list of {', '.join(CYCLEGAN_VARIANTS)}",
+            ),
+            "the CycleGAN runs on the cats: variants of CYCLEGAN_VARIANTS",
         ),
-        "dcgan": validate.custom(lambda v: v, "a DCGAN config"),
-        "cyclegan": validate.custom(lambda v: v, "a CycleGAN config"),
-        "emoji": validate.custom(lambda v: v, "a CycleGAN config"),
+        "dcgan": _task_field(
+            "a DCGAN config", "dcgan:grumpy", "the grumpy-cat DCGAN (the settings vary it)"
+        ),
+        "cyclegan": _task_field(
+            "a CycleGAN config", "cyclegan:cats", "the cats CycleGAN (the variants vary it)"
+        ),
+        "emoji": _task_field("a CycleGAN config", "cyclegan", "the main job (emoji)"),
     },
     "a4": {
-        "nst": validate.custom(lambda v: v, "an NST config"),
-        "contents": validate.string(nonempty=True, expect="comma-separated file names"),
-        "styles": validate.string(nonempty=True, expect="comma-separated file names"),
-        "grid_size": validate.integer(min=32, max=4096),
-        "content_layers": validate.custom(_layer_sets, "layer lists separated by ';'"),
-        "texture_layers": validate.custom(_layer_sets, "layer lists separated by ';'"),
-        "texture_seeds": validate.custom(
-            lambda v: _numbers(v, int), "a comma list of seeds (integers >= 0)"
+        "nst": _task_field("an NST config", "nst", "the style transfers", size=512, sample_every=0),
+        "contents": Decl(
+            "tubingen.jpg,dancing.jpg,golden_gate.jpg",
+            validate.string(nonempty=True, expect="comma-separated file names"),
+            "content images in data_root/nst/content",
         ),
-        "style_weights": validate.custom(
-            lambda v: _numbers(v, float), "a comma list of positive numbers"
+        "styles": Decl(
+            "starry_night.jpg,the_scream.jpg,great_wave.jpg",
+            validate.string(nonempty=True, expect="comma-separated file names"),
+            "style images in data_root/nst/style",
+        ),
+        "grid_size": Decl(
+            256, validate.integer(min=32, max=4096), "size of the 3x3 content x style grids"
+        ),
+        "content_layers": Decl(
+            "conv_1;conv_3;conv_5;conv_9;conv_1,conv_3,conv_5",
+            validate.custom(_layer_sets, "layer lists separated by ';'"),
+            "the content reconstructions: one layer list per run, ';' between runs",
+        ),
+        "texture_layers": Decl(
+            "conv_1;conv_3;conv_5;conv_1,conv_2,conv_3;conv_1,conv_2,conv_3,conv_4,conv_5",
+            validate.custom(_layer_sets, "layer lists separated by ';'"),
+            "the texture syntheses: one layer list per run, ';' between runs",
+        ),
+        "texture_seeds": Decl(
+            "0,1",
+            validate.custom(lambda v: _numbers(v, int), "a comma list of seeds (integers >= 0)"),
+            "seeds of the texture syntheses",
+        ),
+        "style_weights": Decl(
+            "1e3,1e4,1e5,1e6,1e7",
+            validate.custom(lambda v: _numbers(v, float), "a comma list of positive numbers"),
+            "the style-weight sweep",
         ),
     },
     "a5": {
-        "generator": validate.custom(lambda v: v, "a DCGAN config (style generator)"),
-        "editing": validate.custom(lambda v: v, "an editing config"),
+        "generator": _task_field(
+            "a DCGAN config (style generator)", "dcgan:style", "the style-based GAN to edit"
+        ),
+        "editing": _task_field("an editing config", "editing", "the projections and edits"),
     },
 }
 #: data each section reads, relative to ``config.data_root``
@@ -254,9 +319,7 @@ def validate_config(config) -> None:
     Raises:
       ConfigError: one line naming the field or the missing file.
     """
-    validate.check(config, SCHEMA)
-    for section, schema in SUB_SCHEMA.items():
-        validate.check(config[section], schema, prefix=f"config.{section}")
+    validate.check(config, FIELDS)
     root = data_root(config)
     sections = _sections(config["only"]) or SECTIONS
     for section in sections:

@@ -5,7 +5,7 @@ A *task* describes one kind of experiment; the loop does everything else::
     class Task(Protocol):
         def validate(self, config) -> None
             # raise ConfigError naming the field; called BEFORE any compute or write.
-            # check_config(config, SCHEMA) (below): the fields every config shares + the task's.
+            # check_config(config, FIELDS) (below): the fields every config shares + the task's.
         def init_state(self, config, key) -> state
             # a pytree of arrays (nnx.split states of the models, optax states, ...)
         def make_data(self, config, *, seed) -> data
@@ -95,6 +95,7 @@ from imsyn.training.writers import (
     read_metrics,
     write_samples,
 )
+from imsyn.validate import Decl
 
 AUGMENTS = ("none", "basic", "deluxe")
 
@@ -111,31 +112,80 @@ def _diffaug_policy(v):
 
 LR_SCHEDULES = ("constant", "linear_decay")
 
-# Fields every training config has; a task adds its own schema (see :func:`check_config`).
-COMMON_SCHEMA = {
-    "task": validate.string(nonempty=True),
-    "name": validate.string(nonempty=True),
-    "seed": validate.integer(min=0, max=validate.INT64_MAX),
-    "num_steps": validate.integer(min=1),
-    "batch_size": validate.integer(min=1),
-    "log_every": validate.integer(min=1),
-    "checkpoint_every": validate.integer(min=1),
-    "keep_checkpoints": validate.integer(min=1),
-    "sample_every": validate.integer(min=1),
-    "data": validate.string(nonempty=True, expect="a data spec such as 'emoji:twemoji'"),
-    "image_size": validate.integer(min=1),
-    "augment": validate.one_of(*AUGMENTS),
-    "diffaug": validate.custom(
-        _diffaug_policy, f"'' or a comma-separated subset of {', '.join(POLICIES + COLOR_PARTS)}"
+#: the fields every training config has: name -> Decl(default, rule, meaning); a default of
+#: None is the task's to give. A task's table is :func:`training_fields` of them and its own.
+COMMON_FIELDS = {
+    "task": Decl(None, validate.string(nonempty=True), "the experiment (a task of imsyn.tasks)"),
+    "name": Decl(None, validate.string(nonempty=True), "the run's name (workdir: runs/<name>)"),
+    "seed": Decl(
+        0, validate.integer(min=0, max=validate.INT64_MAX), "seed of initialization and data order"
     ),
-    "lr": validate.number(min=0, open_min=True),
-    "beta1": validate.number(min=0, max=1, open_max=True),
-    "beta2": validate.number(min=0, max=1, open_max=True),
-    "lr_schedule": validate.one_of(*LR_SCHEDULES),
-    "decay_start": validate.integer(min=0),
-    "loss": validate.string(nonempty=True, expect="a loss name"),
+    "num_steps": Decl(None, validate.integer(min=1), "training steps"),
+    "batch_size": Decl(None, validate.integer(min=1), "global batch (split over all devices)"),
+    "log_every": Decl(None, validate.integer(min=1), "steps between metric logs"),
+    "checkpoint_every": Decl(None, validate.integer(min=1), "steps between checkpoints"),
+    "keep_checkpoints": Decl(None, validate.integer(min=1), "checkpoints kept (the newest)"),
+    "sample_every": Decl(None, validate.integer(min=1), "steps between sample grids"),
+    "data": Decl(
+        None,
+        validate.string(nonempty=True, expect="a data spec such as 'emoji:twemoji'"),
+        "the training images (CycleGAN: domain X): emoji:<style>[?category=...], folder:PATH "
+        "or tfds:name",
+    ),
+    "image_size": Decl(None, validate.integer(min=1), "image side in pixels"),
+    "augment": Decl(
+        "basic",
+        validate.one_of(*AUGMENTS),
+        "host augmentation: basic = crop and flip; deluxe adds rotation, zoom, colour jitter",
+    ),
+    "diffaug": Decl(
+        "",
+        validate.custom(
+            _diffaug_policy,
+            f"'' or a comma-separated subset of {', '.join(POLICIES + COLOR_PARTS)}",
+        ),
+        "DiffAugment policy applied to real and fake images before D ('' = off)",
+    ),
+    "lr": Decl(2e-4, validate.number(min=0, open_min=True), "Adam's learning rate"),
+    "beta1": Decl(0.5, validate.number(min=0, max=1, open_max=True), "Adam's beta1"),
+    "beta2": Decl(0.999, validate.number(min=0, max=1, open_max=True), "Adam's beta2"),
+    "lr_schedule": Decl(
+        "constant", validate.one_of(*LR_SCHEDULES), "constant, or linear_decay to 0 at num_steps"
+    ),
+    "decay_start": Decl(
+        0, validate.integer(min=0), "with lr_schedule='linear_decay': the step the decay starts at"
+    ),
+    "loss": Decl("lsgan", validate.string(nonempty=True, expect="a loss name"), "the GAN loss"),
 }
-COMMON_FIELDS = tuple(COMMON_SCHEMA)
+
+
+def training_fields(
+    fields: dict[str, Decl], *, defaults: dict, rules: dict | None = None
+) -> dict[str, Decl]:
+    """A training task's field table: :data:`COMMON_FIELDS` with the task's ``defaults``
+    (common name -> value, or a function of the config being built) and stricter ``rules``
+    (common name -> :class:`~imsyn.validate.Field`), then the task's own ``fields``.
+
+    Raises:
+      ValueError: a field declared twice (one of ``fields`` is common), a default or rule
+        for a field that is not common, or a common field left without a default.
+    """
+    twice = sorted(set(fields) & set(COMMON_FIELDS))
+    if twice:
+        raise ValueError(f"fields declared twice (common and the task's): {twice}")
+    for what, given in (("defaults", defaults), ("rules", rules or {})):
+        unknown = sorted(set(given) - set(COMMON_FIELDS))
+        if unknown:
+            raise ValueError(f"{what} for fields that are not common: {unknown}")
+    table = {}
+    for name, decl in COMMON_FIELDS.items():
+        decl = decl._replace(
+            default=defaults.get(name, decl.default), rule=(rules or {}).get(name, decl.rule)
+        )
+        if decl.default is None:
+            raise ValueError(f"the common field {name} needs the task's default")
+        table[name] = decl
+    return {**table, **fields}
 
 
 class TrainingDiverged(ImsynError):
@@ -155,13 +205,14 @@ class Task(Protocol):
 # --------------------------------------------------------------------------- config checks
 
 
-def check_config(config, schema: dict) -> None:
-    """Validates a training config: :data:`COMMON_SCHEMA` plus the task's ``schema``.
+def check_config(config, fields: dict) -> None:
+    """Validates a training config: :data:`COMMON_FIELDS` plus the task's ``fields`` (its
+    :func:`training_fields` table, or extra name -> rule entries).
 
     Raises:
       ConfigError: an unknown or missing field, or a bad value (one line naming it).
     """
-    validate.check(config, {**COMMON_SCHEMA, **schema})
+    validate.check(config, {**COMMON_FIELDS, **fields})
     if config.decay_start >= config.num_steps:
         raise ConfigError(
             f"config.decay_start must be an integer in [0, num_steps={config.num_steps}), "
