@@ -520,3 +520,112 @@ def test_multihost_values_and_a_silent_coordinator_are_one_line(
     kwargs = {k: (v if k == "coordinator" else int(v)) for k, v in kwargs.items()}
     with pytest.raises(ConfigError, match=re.escape(message)):
         runtime.init_distributed(**kwargs)
+
+
+# Run in a fresh process: what orbax's threads print goes to the real stderr, after the
+# operation has returned (pytest would turn it into warnings). ``save``: the files of this
+# process may not grow past 64 KiB (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail as on a full
+# disk), then 64 arrays are saved, four times; ``restore``: the newest of two checkpoints
+# has every data file flipped. ``library`` calls Checkpoints; ``cli`` goes through train.py /
+# eval.py's main with an experiment that saves or restores the same way.
+_CHECKPOINT_FAULT = r"""
+import resource, signal, sys, types
+from pathlib import Path
+
+import jax.numpy as jnp
+
+from imsyn import experiments
+from imsyn.errors import OutputError
+from imsyn.training.checkpoint import Checkpoints
+
+kind, where, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+
+def state(scale):
+    return {f"l{i}": jnp.arange(20_000, dtype=jnp.float32) * (i + scale) for i in range(64)}
+
+
+def flip_newest():
+    ckpts = Checkpoints(root / "checkpoints")
+    for step in (4, 8):
+        ckpts.save(step, state(step), {"step": step})
+    ckpts.close()
+    for p in (root / "checkpoints" / "8" / "state").rglob("*"):
+        if p.is_file() and p.parent.name == "d":
+            data = bytearray(p.read_bytes())
+            at = len(data) // 3
+            data[at : at + 16] = bytes(b ^ 0xFF for b in data[at : at + 16])
+            p.write_bytes(bytes(data))
+
+
+def work(workdir):
+    if kind == "save":
+        for k in range(4):
+            ckpts = Checkpoints(Path(workdir) / f"checkpoints{k}")
+            try:
+                ckpts.save(4, state(0), {"step": 4})
+            except OutputError as e:
+                if where == "cli" and k == 3:
+                    raise
+                print(f"error: {e}", file=sys.stderr)
+            finally:
+                ckpts.close()
+    else:
+        ckpts = Checkpoints(Path(workdir) / "checkpoints", read_only=True)
+        _, meta = ckpts.restore(state(0))
+        ckpts.close()
+        print("restored", meta["step"])
+
+
+if kind == "restore":
+    flip_newest()
+else:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+if where == "library":
+    work(root)
+    sys.exit(0)
+mod = types.ModuleType("imsyn_checkpoint_fault")
+mod.train = mod.evaluate = lambda config, workdir: work(workdir)
+sys.modules[mod.__name__] = mod
+experiments.EXPERIMENTS["fake"] = mod.__name__
+mode = "train" if kind == "save" else "eval"
+argv = [f"{mode}.py", f"--config={root.parent / 'fake_config.py'}", f"--workdir={root}"]
+sys.argv = argv
+sys.exit(experiments.main(argv, mode))
+"""
+
+
+@pytest.mark.parametrize("where", ["library", "cli"])
+@pytest.mark.parametrize("kind", ["save", "restore"])
+def test_checkpoint_threads_write_nothing_to_stderr(tmp_path, kind, where):
+    """Disk full during a save, flipped bytes in the newest checkpoint: only imsyn's lines.
+
+    Orbax runs each operation in an event loop that it closes when the operation fails;
+    tensorstore's reads and writes still in flight then complete on its threads and printed
+    "Event loop is closed" and "Task exception was never retrieved" tracebacks (hundreds
+    here; intermittent with fewer arrays).
+    """
+    import os
+    import subprocess
+
+    _config_file(tmp_path)
+    root = tmp_path / "run"
+    root.mkdir()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHECKPOINT_FAULT, kind, where, str(root)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    err = proc.stderr.strip().splitlines()
+    if kind == "save":
+        assert proc.returncode == (0 if where == "library" else 2), proc.stderr[-3000:]
+        assert len(err) == 4, proc.stderr[-3000:]
+        assert all("cannot write checkpoint" in ln for ln in err), err
+        if where == "cli":
+            assert err[-1].startswith("train.py: error: "), err
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["restored", "4"], proc.stdout
+        assert len(err) == 1, proc.stderr[-3000:]
+        assert "checkpoint 8" in err[0] and "restored step 4 instead" in err[0], err

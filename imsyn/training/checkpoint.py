@@ -20,12 +20,20 @@ restored. A damaged checkpoint (flipped, truncated or emptied data files,
 unreadable or missing metadata, a digest that does not match) is skipped with one
 line on stderr and the newest intact step is restored instead; in a run that
 writes, the damaged step is moved to ``checkpoints.damaged/<step>`` so that the
-run can save that step again. Orbax's own error logs of a failed attempt are
-silenced: the one line says what happened.
+run can save that step again. A step whose recorded layout (``state/_METADATA``: the
+paths and shapes of its arrays) matches the target but whose data cannot be read is
+damaged; one whose layout differs belongs to another config (:class:`ConfigError`).
+
+Nothing of orbax's reaches the user's stderr, only the one line that says what happened:
+its (absl) error logs of a failed attempt are silenced, and the event loops it creates
+for an operation (:func:`_contained`) drop the completions that tensorstore's threads
+deliver after a failed operation has closed its loop (by default each is printed as an
+"Event loop is closed" traceback, one per write or read still in flight).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -34,6 +42,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +84,66 @@ class _Damaged(Exception):
     """A checkpoint step that cannot be restored because its files are damaged."""
 
 
+# the platform's default policy (named privately from Python 3.14, where the public name warns)
+_DefaultPolicy = getattr(asyncio, "_DefaultEventLoopPolicy", None) or asyncio.DefaultEventLoopPolicy
+
+
+class _ClosedLoopQuiet(_DefaultPolicy._loop_factory):
+    """An event loop that drops what other threads schedule on it once it is closed.
+
+    Orbax runs each operation in a fresh loop and closes it when the operation ends; after
+    a failure, the reads and writes still in flight complete later on tensorstore's threads,
+    whose callbacks schedule the result on the closed loop. Nobody awaits those results,
+    and the failures of the tasks that gathered them ("Task exception was never retrieved",
+    logged when the garbage collector takes them) are the operation's own, which the
+    caller reports: both are dropped; anything else goes to asyncio's default handler.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_exception_handler(_drop_unretrieved)
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if self.is_closed():
+                return None
+            raise
+
+
+def _drop_unretrieved(loop, context: dict) -> None:
+    error = context.get("exception")
+    if isinstance(error, Exception) and context.get("message", "").endswith("never retrieved"):
+        return
+    loop.default_exception_handler(context)
+
+
+class _ContainedPolicy(_DefaultPolicy):
+    _loop_factory = _ClosedLoopQuiet
+
+
 @contextlib.contextmanager
-def _quiet():
-    """Silences orbax's (absl) error logs while a checkpoint is tried: the caller reports."""
+def _contained():
+    """Runs a checkpoint operation so that nothing of orbax's reaches stderr; the caller reports.
+
+    Silences orbax's (absl) error logs, and has the event loops orbax creates meanwhile
+    be :class:`_ClosedLoopQuiet` ones (the previous event loop policy is put back after).
+    """
     loggers = [logging.getLogger(n) for n in ("absl", "orbax")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL + 1)
+    with warnings.catch_warnings():  # the policy API is deprecated from Python 3.14
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(_ContainedPolicy())
     try:
         yield
     finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop_policy(policy)
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
@@ -95,6 +154,46 @@ def _first_line(e: BaseException) -> str:
         return type(e).__name__
     line = text.splitlines()[0].split(" See full TensorStore details")[0]
     return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _recorded_layout(recorded: Any) -> dict[tuple[str, ...], tuple[int, ...] | None] | None:
+    """Path -> shape (None: not recorded) of every array in a ``state/_METADATA`` record.
+
+    None when the record is not of the expected form.
+    """
+    try:
+        layout = {}
+        for entry in recorded["tree_metadata"].values():
+            value = entry.get("value_metadata") or {}
+            if value.get("value_type") in (None, "None"):
+                continue
+            keys = tuple(str(k["key"]) for k in entry["key_metadata"])
+            shape = value.get("write_shape")
+            layout[keys] = None if shape is None else tuple(int(n) for n in shape)
+        return layout
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _same_layout(layout: dict, abstract: Any) -> bool:
+    """Whether the arrays of ``abstract`` have the recorded paths (and shapes, where known)."""
+    want = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        shape = getattr(leaf, "shape", None)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            shape = None  # stored as key data, of another shape
+        want[tuple(_key_name(k) for k in path)] = None if shape is None else tuple(shape)
+    if set(want) != set(layout):
+        return False
+    return all(layout[k] is None or want[k] is None or layout[k] == want[k] for k in want)
 
 
 class Checkpoints:
@@ -109,11 +208,8 @@ class Checkpoints:
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3, read_only: bool = False):
         self.directory = Path(directory).absolute()
         self._read_only = read_only
-        absl_log = logging.getLogger("absl")
-        level = absl_log.level
-        if read_only:  # orbax warns that a read-only manager ignores saving options
-            absl_log.setLevel(logging.ERROR)
-        try:
+        # orbax warns that a read-only manager ignores saving options: silenced
+        with _contained():
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=keep,
                 create=not read_only,
@@ -126,8 +222,6 @@ class Checkpoints:
             self._mgr = ocp.CheckpointManager(
                 self.directory, item_names=("state", "meta"), options=options
             )
-        finally:
-            absl_log.setLevel(level)
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None."""
@@ -146,7 +240,7 @@ class Checkpoints:
         """
         meta = {**meta, "digest": state_digest(state)}
         try:
-            with _quiet():
+            with _contained():
                 self._mgr.save(
                     step,
                     args=ocp.args.Composite(
@@ -162,7 +256,7 @@ class Checkpoints:
 
     def _read_meta(self, step: int) -> dict:
         try:
-            with _quiet():
+            with _contained():
                 out = self._mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001
             raise _Damaged(f"its meta item is unreadable ({_first_line(e)})") from None
@@ -198,28 +292,32 @@ class Checkpoints:
             "move the checkpoints folder away to start over"
         )
 
-    def _diagnose(self, step: int, error: BaseException) -> str | None:
-        """What is damaged in checkpoint ``step`` (None: the files look intact)."""
+    def _diagnose(self, step: int, error: BaseException, abstract: Any) -> str | None:
+        """What is damaged in checkpoint ``step`` (None: intact, of another layout)."""
         root = self.directory / str(step)
         meta_file = root / "state" / "_METADATA"
         if not meta_file.is_file():
             return "state/_METADATA is missing"
         try:
-            json.loads(meta_file.read_text())
+            recorded = json.loads(meta_file.read_text())
         except (OSError, ValueError):
             return "state/_METADATA is truncated or not JSON"
         for f in root.rglob("*"):
             with contextlib.suppress(OSError):
                 if f.is_file() and f.stat().st_size == 0:
                     return f"{f.relative_to(root)} is empty"
-        if not isinstance(error, ValueError | KeyError | TypeError):
+        layout = _recorded_layout(recorded)
+        if layout is None:
+            return "state/_METADATA is damaged"
+        config_kind = isinstance(error, ValueError | KeyError | TypeError)
+        if _same_layout(layout, abstract) or not config_kind:
             return f"its data cannot be read ({_first_line(error)})"
         return None
 
     def _restore_step(self, step: int, abstract: Any) -> tuple[Any, dict]:
         meta = self._read_meta(step)
         try:
-            with _quiet():
+            with _contained():
                 out = self._mgr.restore(
                     step,
                     args=ocp.args.Composite(
@@ -227,7 +325,7 @@ class Checkpoints:
                     ),
                 )
         except Exception as e:  # noqa: BLE001 - damage shows as many kinds of error
-            damage = self._diagnose(step, e)
+            damage = self._diagnose(step, e, abstract)
             if damage is not None:
                 raise _Damaged(damage) from None
             raise ConfigError(
@@ -293,4 +391,6 @@ class Checkpoints:
         return f"; moved to {dest}"
 
     def close(self) -> None:
-        self._mgr.close()
+        """Waits for orbax's background work and closes the manager (idempotent)."""
+        with _contained():
+            self._mgr.close()
