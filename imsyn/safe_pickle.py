@@ -9,7 +9,11 @@ checkpoint needs (as ``torch.load(..., weights_only=True)`` does):
 * :func:`load_torch_archive`: a PyTorch zip archive, either a ``torch.save``'d
   state dict or a ``torch.jit.save``'d TorchScript module; tensors become NumPy
   arrays, TorchScript modules become nested dicts of their attributes, and the
-  result is flattened to ``{"net.layers.conv.weight": array, ...}``.
+  result is flattened to ``{"net.layers.conv.weight": array, ...}``;
+* :func:`read_torch_weights`: a state dict from a ``.pth`` given where weights are
+  expected; a TorchScript archive or a checkpoint that pickles a model is refused in one
+  line that says what the file is and which imsyn command converts such a file
+  (:func:`torch_file_kind` tells them apart from the archive's structure alone).
 
 Any other global (a function, a class outside the allow-list) raises
 :class:`imsyn.errors.InputError` naming it; nothing is imported or called.
@@ -66,6 +70,14 @@ for _k in list(_NUMPY_GLOBALS):
         _NUMPY_GLOBALS[_k] = _numpy_scalar
 
 
+class RefusedClass(InputError):
+    """A pickle needs a class or function beyond array data (``qualname``); nothing ran."""
+
+    def __init__(self, message: str, qualname: str):
+        super().__init__(message)
+        self.qualname = qualname
+
+
 class _Restricted(pickle.Unpickler):
     allowed: dict = _NUMPY_GLOBALS
     path: str = "pickle"
@@ -73,9 +85,10 @@ class _Restricted(pickle.Unpickler):
     def find_class(self, module, name):
         fn = self.allowed.get((module, name))
         if fn is None:
-            raise InputError(
+            raise RefusedClass(
                 f"{self.path}: refusing to unpickle {module}.{name} (only array data is "
-                "read from weights files; pickled code is never executed)"
+                "read from weights files; pickled code is never executed)",
+                f"{module}.{name}",
             )
         return fn
 
@@ -251,3 +264,112 @@ def load_torch_archive(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not out:
         raise InputError(f"{path}: the archive holds no tensors")
     return out
+
+
+# ----------------------------------------------------------------------- what a PyTorch file is
+
+# torch.save's format before PyTorch 1.6: a pickle (protocol 2) that starts with this number
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[2:]
+
+
+def torch_file_kind(path: str | os.PathLike) -> str | None:
+    """What PyTorch file ``path`` is, from its structure alone (nothing is unpickled).
+
+    Returns:
+      ``"torchscript"`` (``torch.jit.save``: a whole network with its code),
+      ``"checkpoint"`` (``torch.save`` zip archive), ``"legacy"`` (``torch.save`` before
+      PyTorch 1.6), or None (not a PyTorch file, or unreadable).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2 + len(_LEGACY_MAGIC))
+    except OSError:
+        return None
+    if head[:2] == b"\x80\x02" and head[2:] == _LEGACY_MAGIC:
+        return "legacy"
+    if not head.startswith(b"PK"):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return None
+    if any("/code/" in n or n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    return "checkpoint"
+
+
+_KIND_WORDS = {
+    "torchscript": "a PyTorch TorchScript archive (a whole network with its code)",
+    "checkpoint": "a PyTorch checkpoint (torch.save)",
+    "legacy": "a PyTorch checkpoint (torch.save, the format before PyTorch 1.6)",
+}
+
+
+def read_torch_weights(path: str | os.PathLike, *, what: str, convert: str) -> dict:
+    """The tensors of a PyTorch state dict file, or one line saying what the file is instead.
+
+    A ``torch.save`` zip archive is read without torch and without running pickled code
+    (:func:`load_torch_archive`; a ``{"state_dict": ...}`` wrapper is unwrapped); the
+    format before PyTorch 1.6 needs torch (``weights_only=True``). A TorchScript archive,
+    or a checkpoint that pickles more than tensors (a whole ``nn.Module``, training
+    objects), is refused with one line naming it and the imsyn command that converts it.
+
+    Args:
+      path: the file.
+      what: what the caller expects, for messages ("torchvision VGG-19 state dict").
+      convert: how to convert such a file, e.g. "`python -m imsyn convert-weights ...`".
+
+    Returns:
+      ``{dotted name: np.ndarray}``.
+
+    Raises:
+      InputError: (one line) not a PyTorch file, a TorchScript archive, a checkpoint that
+        holds code, or a damaged archive.
+    """
+    path = Path(path)
+    kind = torch_file_kind(path)
+    if kind is None:
+        raise InputError(f"{path}: not a readable {what} (not a PyTorch file)")
+    words = _KIND_WORDS[kind]
+    what = f"{'an' if what[0].lower() in 'aeiou' else 'a'} {what}"
+    if kind == "torchscript":
+        raise InputError(f"{path}: {words}, not {what}; {convert}")
+    if kind == "checkpoint":
+        try:
+            state = load_torch_archive(path)
+        except RefusedClass as e:
+            raise InputError(
+                f"{path}: {words} that pickles {e.qualname}, not {what}; {convert}"
+            ) from None
+    else:
+        state = _read_legacy(path, words, what, convert)
+    if state and all(k.startswith("state_dict.") for k in state):
+        state = {k[len("state_dict.") :]: v for k, v in state.items()}
+    return state
+
+
+def _read_legacy(path: Path, words: str, what: str, convert: str) -> dict:
+    import warnings
+
+    try:
+        import torch
+    except ImportError:
+        raise InputError(
+            f"{path}: {words}; reading it needs torch, which is not installed; {convert}"
+        ) from None
+    try:
+        with warnings.catch_warnings():  # torch warns in several lines; the error says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torch's text advises running pickled code: not shown
+        raise InputError(
+            f"{path}: {words} that holds more than tensors, not {what}; {convert}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: {words} of a {type(state).__name__}, not {what}; {convert}")
+    return {str(k): v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}

