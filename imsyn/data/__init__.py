@@ -7,6 +7,7 @@ Public API::
     src = get_source("emoji:twemoji", image_size=64, split="train")   # or emoji:openmoji,
     #   folder:/path, tfds:cycle_gan/horse2zebra (split="trainA"); opts: category="faces",
     #   limit=N, cache_dir=..., skip_corrupt=True (folders), data_dir=... (TFDS)
+    #   folders and TFDS are read lazily: only the file list is held, src[i] decodes
     len(src); src[i]            # uint8[64, 64, 3]; src.keys[i] e.g. "1f600"; src.name = spec
     pairs = emoji_pairs(image_size=64, split="test")  # EmojiPairs(x=twemoji, y=openmoji, keys)
     it = make_loader(src, batch_size=16, seed=0, augment="basic", image_size=64)
@@ -28,6 +29,7 @@ from imsyn.data.sources import (
     EMOJI_STYLES,
     ArraySource,
     EmojiPairs,
+    FolderSource,
     Source,
     TfdsSource,
     emoji_keys,
@@ -40,6 +42,7 @@ __all__ = [
     "EMOJI_STYLES",
     "ArraySource",
     "EmojiPairs",
+    "FolderSource",
     "Source",
     "TfdsSource",
     "emoji_keys",

