@@ -9,7 +9,11 @@ batch 16, the default config) with and without DiffAugment, and prints the ratio
 pipeline images/s / step images/s (the faster of the two steps; target >= 10) and
 grain / torch.
 
-    python benchmarks/data_pipeline.py [--quick] [--data DIR]   # default: the fetched course data
+Folder sources stream from disk: both loaders decode, resize and augment every image when
+it is drawn (``src[i]`` of :class:`imsyn.data.FolderSource`), nothing is held in memory.
+``--folder DIR`` adds a folder of the user's (e.g. a few thousand photos) as a third source.
+
+    python benchmarks/data_pipeline.py [--quick] [--data DIR] [--folder DIR]
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer batches and steps")
     p.add_argument("--data", default=None, help="course data (default: python -m imsyn data path)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch DataLoader peer")
+    p.add_argument("--folder", default=None, help="also measure this image folder")
     args = p.parse_args(argv)
     if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
         from imsyn.course_data import data_dir
@@ -149,6 +154,10 @@ def main(argv=None) -> int:
         "cats folder": get_source(f"folder:{cats}", image_size=SIZE),
         "emoji:twemoji": get_source("emoji:twemoji", image_size=SIZE, split="train"),
     }
+    if args.folder:
+        sources[f"folder {Path(args.folder).name}"] = get_source(
+            f"folder:{args.folder}", image_size=SIZE
+        )
     print(f"# step: DCGAN D+G (imsyn.gan, default config), {SIZE} px, batch {BATCH}")
     plain = step_rate(f"folder:{cats}", "", n_steps)
     diffaug = step_rate(f"folder:{cats}", "color,translation,cutout", n_steps)

@@ -40,7 +40,7 @@ import numpy as np
 
 from imsyn.augment import fit_square
 from imsyn.errors import ConfigError, InputError
-from imsyn.image import atomic_path, list_images, read_float, to_uint8
+from imsyn.image import atomic_path, list_images, read_image, to_float, to_rgb, to_uint8
 from imsyn.progress import Progress
 
 EMOJI_STYLES = ("twemoji", "openmoji")
@@ -459,7 +459,9 @@ class FolderSource(Source):
         self._bad: set[int] = set()
 
     def _read(self, i: int) -> np.ndarray:
-        img = to_uint8(read_float(self.root / self.files[i], mode="rgb"))
+        img = read_image(self.root / self.files[i])
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:  # else as decoded
+            img = to_uint8(to_rgb(to_float(img)))  # gray, alpha on white, 16-bit
         return fit_square(img, self.image_size)
 
     def __getitem__(self, i: int) -> np.ndarray:
@@ -557,8 +559,6 @@ class TfdsSource(Source):
         if img.shape[-1] == 1:
             img = np.repeat(img, 3, axis=-1)
         elif img.shape[-1] == 4:
-            from imsyn.image import to_float, to_rgb
-
             img = to_uint8(to_rgb(to_float(img)))
         return fit_square(np.ascontiguousarray(img, dtype=np.uint8), self.image_size)
 
