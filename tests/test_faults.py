@@ -687,3 +687,94 @@ def test_pth_where_weights_are_expected_says_what_it_is_and_what_converts_it(
         assert "weights_only" not in err[0] and not out.exists()
         with pytest.raises(InputError, match=says):
             vgg.read_weights(path)
+
+
+# --------------------------------------------------------------------------- multi-host stop
+
+
+def test_sigterm_to_one_process_stops_every_process_at_one_checkpoint(tmp_path):
+    """Two CPU processes train; SIGTERM to process 1 alone stops both at the same step.
+
+    They agree on the stop at a step where both take part in one small collective, save
+    that step's checkpoint together, print the same line and exit 130; the checkpoint
+    restores. Without the agreement process 1 saved alone while process 0 trained on, and
+    both hung in collectives that did not match.
+    """
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import numpy as np
+    import test_multihost as mh
+    from PIL import Image
+
+    from imsyn.training.checkpoint import Checkpoints
+
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    workdir, logs = tmp_path / "run", tmp_path / "logs"
+    logs.mkdir()
+    flags = {**mh.TINY, "num_steps": 100000, "log_every": 5, "checkpoint_every": 100000}
+    flags = {**flags, "keep_checkpoints": 2, "data": f"folder:{folder}"}
+
+    def start(tag):
+        port = mh._free_port()
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        env["XLA_FLAGS"] = " ".join(
+            x for x in env.get("XLA_FLAGS", "").split() if "device_count" not in x
+        )
+        argv = [f"--config={mh.CONFIG}:quick", f"--workdir={workdir}"]
+        argv += [f"--config.{k}={v}" for k, v in flags.items()]
+        procs = []
+        for pid in (0, 1):
+            cmd = [sys.executable, str(ROOT / "train.py"), *argv]
+            cmd += [f"--coordinator=127.0.0.1:{port}", "--num_processes=2", f"--process_id={pid}"]
+            with open(logs / f"{tag}.{pid}", "w") as log:
+                procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log))
+        return procs
+
+    def text(tag):
+        return {pid: (logs / f"{tag}.{pid}").read_text() for pid in (0, 1)}
+
+    procs = start("first")
+    try:
+        end = time.monotonic() + 240
+        metrics = workdir / "metrics.jsonl"
+        while not (metrics.is_file() and metrics.read_text().strip()):
+            assert time.monotonic() < end and all(p.poll() is None for p in procs), text("first")
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    out = text("first")
+    assert codes == [130, 130], out
+    lines = {
+        pid: [ln for ln in out[pid].splitlines() if "checkpoint at step" in ln] for pid in (0, 1)
+    }
+    assert len(lines[0]) == len(lines[1]) == 1, out
+    assert lines[0] == lines[1] and lines[0][0].startswith("SIGTERM to process 1: "), lines
+    step = int(re.search(r"checkpoint at step (\d+)", lines[0][0])[1])
+    assert step % 5 == 0 or step % 10 == 0, step  # an agreement step
+    for pid in (0, 1):
+        assert "train.py: interrupted; rerun the same command to resume" in out[pid], out[pid]
+        assert "Traceback" not in out[pid], out[pid]
+    assert Checkpoints(workdir / "checkpoints", read_only=True).latest_step() == step
+
+    # resumable: the stop's checkpoint restores, with the data position (mid-run resumes
+    # of two processes are test_multihost's)
+    from imsyn.tasks.dcgan import DCGANTask
+    from imsyn.training import loop
+
+    config = mh._config(flags["data"])
+    config.update(flags)
+    _, restored = loop.restore(config, workdir, DCGANTask(config))
+    assert restored == step
+    meta = Checkpoints(workdir / "checkpoints", read_only=True).read_meta()
+    assert meta["step"] == step and meta["data"] is not None

@@ -450,7 +450,8 @@ def _upconv3x3_x2(x, kernel, *, reflect: bool):
 
 
 # _PHASE[p, u, i]: output phase p of a nearest x2 upsampling reads low-resolution offset u
-# (of the 1-pixel padded input) for tap i of a 3x3 kernel.
-_PHASE = jnp.array(
-    [[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], jnp.float32
+# (of the 1-pixel padded input) for tap i of a 3x3 kernel. A NumPy constant: importing
+# imsyn must not start a JAX backend (a multi-host run initializes JAX's runtime first).
+_PHASE = np.array(
+    [[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]], np.float32
 )

@@ -55,10 +55,13 @@ Multi-host: call ``jax.distributed.initialize()`` before :func:`fit` in every
 process (``train.py --multihost`` does: :func:`imsyn.runtime.init_distributed`); each
 process loads its rows (``make_data`` should shard by ``jax.process_index()``), every
 process runs every step and checkpoint (orbax writes collectively), and only process 0
-writes logs, samples and reports. Samples and the evaluation run on process 0 alone, on
-its own copy of the replicated state (:func:`host_local`), so ``task.samples`` and
-``task.evaluate`` need no other process and the others write nothing outside
-``checkpoints/``.
+writes logs, samples and reports. A SIGINT/SIGTERM to any one process stops them all at
+the same step: at every step that logs or checkpoints, and at least every
+:data:`STOP_AGREE_EVERY` steps, the processes agree on it (:func:`_agree_stop`, a
+collective of one integer each), then save that step's checkpoint together and stop.
+Samples and the evaluation run on process 0 alone, on its own copy of the replicated
+state (:func:`host_local`), so ``task.samples`` and ``task.evaluate`` need no other
+process and the others write nothing outside ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -332,6 +335,29 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+# In a multi-process run the stop is agreed at least this often (in steps), and at every
+# step that logs or checkpoints (where the loop waits for the devices anyway).
+STOP_AGREE_EVERY = 10
+
+
+def _agree_stop(received: int | None) -> tuple[int, int] | None:
+    """The stop every process takes: ``(signal, process that got it)``, or None.
+
+    One process receiving SIGINT/SIGTERM stops every process at the same step: each calls
+    this at the same steps (a collective of one integer per process); the lowest-numbered
+    process that received a signal names it. On one process, no collective.
+    """
+    if jax.process_count() == 1:
+        return None if received is None else (received, 0)
+    from jax.experimental import multihost_utils
+
+    got = np.asarray(multihost_utils.process_allgather(np.int32(received or 0))).reshape(-1)
+    stopped = np.flatnonzero(got)
+    if stopped.size == 0:
+        return None
+    return int(got[stopped[0]]), int(stopped[0])
+
+
 def host_local(state):
     """This process's own copy of a replicated state (on its first local device).
 
@@ -437,10 +463,14 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
             events.write_images(at, grids)
             plot_losses(read_metrics(log.path), workdir / "plots" / "losses.png", title=config.name)
 
-    def stopped(signum: int) -> KeyboardInterrupt:
+    def stopped(signum: int, process: int) -> KeyboardInterrupt:
         name = signal.Signals(signum).name
+        if jax.process_count() > 1:
+            name = f"{name} to process {process}"
         print(f"\n{name}: checkpoint at step {step} in {ckpts.directory}")
         return KeyboardInterrupt()
+
+    multi = jax.process_count() > 1
 
     bar = Progress(config.num_steps, desc=f"train {config.name}", unit="step", initial=step)
     pending: list[tuple[int, dict]] = []
@@ -453,9 +483,12 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
                 step += 1
                 n_log += 1
                 pending.append((step, metrics))
-                stop = sigs.received is not None
                 due_log = step % config.log_every == 0 or step == config.num_steps
-                due_ckpt = step % config.checkpoint_every == 0 or step == config.num_steps or stop
+                due_ckpt = step % config.checkpoint_every == 0 or step == config.num_steps
+                # several processes stop together, at a step where all of them agree
+                agree = not multi or due_log or due_ckpt or step % STOP_AGREE_EVERY == 0
+                stop = _agree_stop(sigs.received) if agree else None
+                due_ckpt = due_ckpt or stop is not None
                 if due_log or due_ckpt:  # never checkpoint past a NaN/Inf loss
                     host = jax.device_get(pending)
                     pending = []
@@ -484,10 +517,10 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
                 if step % config.sample_every == 0 or step == config.num_steps:
                     outputs(step)
                 t_log += time.perf_counter() - t_side  # steps_per_s counts training only
-                if stop:
-                    raise stopped(sigs.received)
+                if stop is not None:
+                    raise stopped(*stop)
             if sigs.received is not None:  # came during the last step: its checkpoint is saved
-                raise stopped(sigs.received)
+                raise stopped(sigs.received, jax.process_index())
         finally:
             bar.close()
             if events is not None:
