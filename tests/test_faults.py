@@ -10,7 +10,8 @@ line, exit status 2, no traceback, nothing lost.
 4. ``fid`` counts every image under its folders or fails naming the one it cannot read;
 5. ``eval.py`` records the run's dtype, not the command's;
 6. one line, exit 2, never a traceback, never a hang (caches, checkpoint threads,
-   multi-host flags, ``.pth`` files, SIGTERM, ``--kid-subsets``).
+   multi-host flags, ``.pth`` files, SIGTERM, ``--kid-subsets``); a SIGTERM to one process
+   of a multi-host run stops every process at one checkpointed step.
 """
 
 from __future__ import annotations
