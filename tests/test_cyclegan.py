@@ -276,7 +276,13 @@ def test_evaluate_identity_translator_equals_identity_baseline(tmp_path, monkeyp
     assert m["x2y_lpips"] == m["x2y"]["lpips"] and m["y2x_kid"] == m["y2x"]["kid"]
     assert m["lpips"] == {"net": "lpips_vgg16_v0.1", "weights": str(lpips_path)}
     assert m["features"] == "random_conv_v1" and "not comparable" in m["features_note"]
-    assert m["fid_images"] == {"x": 3, "y": 3, "of": {"x": 3, "y": 3}}
+    # paired: the reference is the target domain's test images of the subset
+    assert m["fid_images"] == {
+        "x": 3,
+        "y": 3,
+        "of": {"x": 3, "y": 3},
+        "reference": {"x": 3, "y": 3},
+    }
     assert (tmp_path / "eval" / "x2y.png").is_file() and (tmp_path / "eval" / "y2x.png").is_file()
 
 
@@ -304,7 +310,12 @@ def test_evaluate_perfect_translator_scores_zero(tmp_path, monkeypatch, pretrain
         assert e["fid"] < 1e-6 * col["fid"]
         assert col["lpips"] > 0.05 and col["l1"] > 0 and e["kid"] < col["kid"]
         assert e["beats_baselines"] is True
-    assert m["fid_images"] == {"x": 2, "y": 2, "of": {"x": 3, "y": 3}}
+    assert m["fid_images"] == {
+        "x": 2,
+        "y": 2,
+        "of": {"x": 3, "y": 3},
+        "reference": {"x": 2, "y": 2},
+    }
     assert "fid_max_images=2" in m["fid_note"]
     page = cg.metrics_html(m)
     assert "LPIPS ↓" in page and "FID ↓" in page and "random_conv_v1" in page
@@ -323,6 +334,51 @@ def test_evaluate_without_lpips_weights_says_so(tmp_path, monkeypatch):
         assert np.isfinite(m[d]["l1"]) and np.isfinite(m[d]["fid"])
     assert m["features"] == "random_conv_v1"  # auto without inception_fid: the fallback
     assert "not available" in cg.metrics_html(m)
+
+
+def _write_domain(folder: Path, n: int, colour, rng) -> None:
+    from imsyn.image import write_image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        img = np.clip(np.asarray(colour) + 0.15 * rng.standard_normal((16, 16, 3)), 0, 1)
+        write_image(folder / f"{i:03d}.png", img.astype(np.float32))
+
+
+def test_unpaired_evaluation_holds_out_inputs_and_uses_the_whole_target_domain(
+    tmp_path, monkeypatch, rng
+):
+    """Folder domains (no pairs): the held-out inputs are translated; FID/KID compare them,
+    and the untouched inputs (identity baseline), with every image of the target domain."""
+    _write_domain(tmp_path / "a", 20, (0.8, 0.3, 0.2), rng)
+    _write_domain(tmp_path / "b", 30, (0.2, 0.3, 0.8), rng)
+    config = _tiny_config(
+        data=f"folder:{tmp_path / 'a'}?test_fraction=0.2",
+        data_y=f"folder:{tmp_path / 'b'}?test_fraction=0.2",
+        fid_max_images=0,
+    )
+    task = cg.CycleGANTask(config)
+    task.validate(config)
+    mean = {"x2y": (0.2, 0.3, 0.8), "y2x": (0.8, 0.3, 0.2)}
+
+    def recolour(state, images, *, direction, batch=64, config=None):
+        # keeps each image's noise, takes the target domain's colour: a good translation
+        f = images.astype(np.float32) / 255.0
+        out = np.clip(f - f.mean((1, 2), keepdims=True) + np.asarray(mean[direction]), 0, 1)
+        return out.astype(np.float32), f
+
+    monkeypatch.setattr(task, "translate", recolour)
+    m = task.evaluate(None, config, tmp_path / "run")
+    assert m["paired"] is False and "test_is_train" not in m
+    src = task.sources(config)
+    n = {d: len(src[d, "test"]) for d in ("x", "y")}
+    assert 0 < n["x"] < 20 and 0 < n["y"] < 30  # held out, not the training images
+    assert m["fid_images"] == {**n, "of": n, "reference": {"x": 20, "y": 30}}
+    assert "the whole domain" in m["fid_note"]
+    for d in ("x2y", "y2x"):
+        e = m[d]
+        assert "l1" not in e and e["n"] == n[d[0]]
+        assert e["fid"] < e["baseline_identity"]["fid"] and e["kid"] < e["baseline_identity"]["kid"]
 
 
 # --------------------------------------------------------------------------- end to end

@@ -219,6 +219,12 @@ def test_features_auto_is_validated_and_recorded_resolved(
     m = task.evaluate(state, c, tmp_path / "run")
     assert m["features"] == "random_conv_v1" and "not comparable" in m["features_note"]
     assert np.isfinite(m["fid"]) and "64x64" in m["features_resize"]
+    # the DiffAugment paper's low-shot protocol: eval_samples generated images against
+    # every training image (eval_real caps them), stated in the metrics
+    assert (m["num_fake"], m["num_real"]) == (3, 4)
+    assert m["protocol"].startswith("3 generated images against 4 of the 4 training images")
+    m = task.evaluate(state, _dcgan_config(four_images, eval_real=2), tmp_path / "run2")
+    assert (m["num_fake"], m["num_real"]) == (3, 2)
 
 
 # --------------------------------------------------------------------------- the config

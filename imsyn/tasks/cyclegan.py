@@ -25,7 +25,9 @@ each translation is compared with its true counterpart (L1, PSNR, SSIM in ``[0, 
 LPIPS v0.1 when ``lpips_vgg16`` is fetched) next to two baselines — identity (output =
 input) and global colour-statistics transfer (per-channel mean/std of the training
 domains) — and the cycle-reconstruction error. FID and KID per direction compare the
-translations (and the baselines' outputs) with the real target-domain test images, on the
+translations (and the baselines' outputs: identity is the untouched input) with the real
+target-domain test images (unpaired folders: every image of the target domain, training and
+held-out, as the held-out split of a small folder is too small a reference), on the
 features of ``config.features`` (``"auto"``: the real TF-FID Inception-v3 when
 ``inception_fid`` is fetched, else the offline ``random_conv_v1``; the resolved name is
 recorded) and on a fixed random subset of at most ``config.fid_max_images`` test images per
@@ -523,11 +525,23 @@ def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> 
     extractor = metrics.get_extractor(config.features, config.features_path or None)
     real = {"x": to_float(x_u8), "y": to_float(y_u8)}
     # FID/KID: a fixed random subset of each domain's test images (the same indices for
-    # the translations and baselines of that domain, and for its real images)
+    # the translations and baselines of that domain), against the reference of the target
+    # domain: its paired test images, or, unpaired, every image of the domain (training
+    # and held-out; small folders give too few test images for a stable reference)
     subset = {
         dom: _subset(len(real[dom]), config.fid_max_images, seed=config.seed) for dom in ("x", "y")
     }
     real_feats = {dom: _features(extractor, real[dom][subset[dom]]) for dom in ("x", "y")}
+    ref_feats = (
+        real_feats
+        if paired
+        else {
+            dom: _domain_features(
+                extractor, sources, dom, limit=config.fid_max_images, seed=config.seed
+            )
+            for dom in ("x", "y")
+        }
+    )
     result: dict[str, Any] = {}
     cyc = {}
     for dom, other, direction in (("x", "y", "x2y"), ("y", "x", "y2x")):
@@ -546,7 +560,7 @@ def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> 
             col.update(gan.paired_metrics(colour, tgt, lpips=lpips))
             if lpips is None:
                 entry["lpips"] = ident["lpips"] = col["lpips"] = None
-        ref = real_feats[other]
+        ref = ref_feats[other]
         sub = subset[dom]
         entry.update(_distances(_features(extractor, pred[sub]), ref))
         ident.update(_distances(real_feats[dom], ref))
@@ -596,12 +610,23 @@ def evaluate_translations(task: CycleGANTask, state, config, eval_dir: Path) -> 
     if note:
         result["features_note"] = note
     counts = {dom: int(len(subset[dom])) for dom in ("x", "y")}
-    result["fid_images"] = {**counts, "of": {dom: len(real[dom]) for dom in ("x", "y")}}
+    refs = {dom: int(len(ref_feats[dom])) for dom in ("x", "y")}
+    result["fid_images"] = {
+        **counts,
+        "of": {dom: len(real[dom]) for dom in ("x", "y")},
+        "reference": refs,
+    }
+    reference = (
+        "the real target-domain images of the subset"
+        if paired
+        else f"{refs['y']} real Y / {refs['x']} real X images (the whole domain: training and "
+        "held-out images)"
+    )
     result["fid_note"] = (
         f"FID/KID on a fixed random subset of {counts['x']} of {len(real['x'])} X and "
         f"{counts['y']} of {len(real['y'])} Y test images (config.fid_max_images="
-        f"{config.fid_max_images}; 0 = all): each method's outputs for the subset against "
-        "the real target-domain images of the subset. FID from a few hundred images is "
+        f"{config.fid_max_images}; 0 = all): each method's outputs for the subset (identity: "
+        f"the inputs themselves) against {reference}. FID from a few hundred images is "
         "biased upwards: compare the rows of this table, not published (50k-image) FIDs."
     )
     return result
@@ -612,6 +637,21 @@ def _subset(n: int, limit: int, *, seed: int) -> np.ndarray:
     if limit == 0 or n <= limit:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def _domain_features(extractor, sources: dict, dom: str, *, limit: int, seed: int) -> np.ndarray:
+    """Features of a fixed random subset of at most ``limit`` (0: all) of every image of
+    domain ``dom``: its training images and, when held out, its test images."""
+    parts = [sources[dom, "train"]]
+    if not getattr(sources[dom, "test"], "test_is_train", False):
+        parts.append(sources[dom, "test"])
+    index = [(p, i) for p in parts for i in range(len(p))]
+    pick = _subset(len(index), limit, seed=seed)
+    feats = [
+        _features(extractor, to_float(np.stack([p[i] for p, i in (index[k] for k in chunk)])))
+        for chunk in np.array_split(pick, max(1, -(-len(pick) // 256)))
+    ]
+    return np.concatenate(feats)
 
 
 def _features(extractor, images01: np.ndarray) -> np.ndarray:

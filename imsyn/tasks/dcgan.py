@@ -16,7 +16,8 @@ evaluation run the float32 generator.
 
 Evaluation writes ``eval/samples.png`` (fixed noise), ``eval/interpolation.png``
 (spherical interpolation between random latents, one row per pair) and returns KID/FID
-of ``eval_samples`` generated images against as many training images, on the features
+of ``eval_samples`` generated images against the training images (all of them, as the
+DiffAugment paper's low-shot protocol; ``eval_real`` caps them), on the features
 named by ``config.features`` (``"auto"``: the real TF-FID Inception-v3 when
 ``inception_fid`` is cached, else the offline ``random_conv_v1``; the resolved name is
 written next to the numbers, with a note for the fallback).
@@ -76,7 +77,12 @@ FIELDS = loop.training_fields(
             "compute dtype; bfloat16: mixed precision (docs/training.md)",
         ),
         "num_sample_images": Decl(64, integer(min=2), "images in each sample grid"),
-        "eval_samples": Decl(500, integer(min=2), "generated (and training) images for KID/FID"),
+        "eval_samples": Decl(500, integer(min=2), "generated images for KID/FID"),
+        "eval_real": Decl(
+            0,
+            integer(min=0),
+            "training images KID/FID compare against (0 = all, the DiffAugment paper's protocol)",
+        ),
         "features": Decl(
             "auto",
             one_of(*metrics.NAMES),
@@ -282,19 +288,26 @@ class DCGANTask:
         )
         extractor = metrics.get_extractor(config.features, config.features_path or None)
         source = self.source(config)
-        n = min(config.eval_samples, len(source))
-        picks = np.random.default_rng(config.seed).choice(len(source), n, replace=False)
+        n_real = len(source) if config.eval_real == 0 else min(config.eval_real, len(source))
+        picks = np.sort(np.random.default_rng(config.seed).choice(len(source), n_real, False))
         real = np.stack([to_network(to_float(source[int(i)])) for i in picks])
-        fake = self.generate(state, _noise(config.seed, EVAL_STREAM, n), config)
+        n_fake = config.eval_samples
         f_real = extractor(real)
-        f_fake = extractor(to_network(fake))
+        f_fake = extractor(
+            to_network(self.generate(state, _noise(config.seed, EVAL_STREAM, n_fake), config))
+        )
         out = {
             "kid": metrics.kid(f_real, f_fake),
             "fid": metrics.fid(f_real, f_fake),
             "features": extractor.name,
             "features_resize": extractor.resize,
-            "num_real": int(n),
-            "num_fake": int(n),
+            "num_real": int(n_real),
+            "num_fake": int(n_fake),
+            "protocol": (
+                f"{n_fake} generated images against {n_real} of the {len(source)} training "
+                f"images at {config.image_size} px, both resized for the features "
+                f"({extractor.resize})"
+            ),
             "dtype": config.get("dtype", "float32"),  # of training; samples are float32
         }
         note = getattr(extractor, "note", None)

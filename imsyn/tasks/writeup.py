@@ -82,7 +82,6 @@ GPU_ESTIMATE = {
     "generator": 120,
     "editing": 60,
 }
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 #: ``eval.py`` holds the write-up's workdir as ``train.py`` holds a run's (imsyn.experiments):
 #: an empty folder or an earlier write-up (imsyn.outputs' ownership marker), nothing else
 BUILDS_WORKDIR = True
@@ -476,9 +475,10 @@ def _command(cfg) -> str:
     task's default config (``configs/<task>.py``)."""
     import shlex
 
+    from imsyn.experiments import configs_dir
     from imsyn.training.sweep import config_module
 
-    default = config_module(CONFIGS / f"{cfg.task}.py").get_config()
+    default = config_module(configs_dir() / f"{cfg.task}.py").get_config()
     flags = [
         shlex.quote(f"--config.{k}={v}")
         for k, v in cfg.items()
