@@ -505,8 +505,11 @@ def test_sweep_validates_and_memory_estimate_grows():
         config, _ = _config()
         config.update({**over, "data": _TINY["data"], "data_y": _TINY["data_y"], "batch_size": 2})
         cg.validate(config)
-    cats, _ = _config("cats")
-    assert cats.data.endswith("grumpifyAprocessed") and cats.data_y.endswith("grumpifyBprocessed")
+    for preset in ("cats", "cats_cpu"):  # the course's folders, a fifth held out for the test
+        cats, _ = _config(preset)
+        assert cats.data.endswith("grumpifyAprocessed?test_fraction=0.2")
+        assert cats.data_y.endswith("grumpifyBprocessed?test_fraction=0.2")
+    assert _config("cats")[0].image_size == _config("cats_cpu")[0].image_size == 64
     h2z, _ = _config("horse2zebra")
     assert (h2z.image_size, h2z.n_blocks, h2z.discriminator) == (256, 9, "patch70")
     assert cg.estimate_step_bytes(h2z) > cg.estimate_step_bytes(_config()[0])

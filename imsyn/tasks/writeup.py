@@ -207,7 +207,7 @@ FIELDS = {
             "a DCGAN config", "dcgan:grumpy", "the grumpy-cat DCGAN (the settings vary it)"
         ),
         "cyclegan": _task_field(
-            "a CycleGAN config", "cyclegan:cats", "the cats CycleGAN (the variants vary it)"
+            "a CycleGAN config", "cyclegan:cats_cpu", "the cats CycleGAN (the variants vary it)"
         ),
         "emoji": _task_field("a CycleGAN config", "cyclegan", "the main job (emoji)"),
     },
@@ -406,12 +406,20 @@ def experiments(config) -> list[Exp]:
         Exp("a2/extras", "More gradient-domain edits", "a2", _key(config, "a2"), a2_extras),
     ]  # fmt: skip
     a3 = config.a3
-    cats_b = f"folder:{root / 'gan' / 'grumpifyBprocessed'}"
-    cats_a = f"folder:{root / 'gan' / 'grumpifyAprocessed'}"
+
+    def cats(folder: str, preset_spec: str) -> str:
+        # the cat folder under data_root, with the options of the preset's spec (its
+        # held-out test fraction)
+        _, sep, options = preset_spec.partition("?")
+        return f"folder:{root / 'gan' / folder}{sep}{options}"
+
     for name in _split(a3.dcgan_settings):
         changes = DCGAN_SETTINGS[name]
-        cfg = _task_config(a3.dcgan, f"dcgan_{name}", data=cats_b, **changes)
+        data = cats("grumpifyBprocessed", a3.dcgan.data)
+        cfg = _task_config(a3.dcgan, f"dcgan_{name}", data=data, **changes)
         exps.append(_task_exp(f"a3/dcgan_{name}", f"DCGAN, {name}", "dcgan", cfg, _gan_render))
+    cats_a = cats("grumpifyAprocessed", a3.cyclegan.data)
+    cats_b = cats("grumpifyBprocessed", a3.cyclegan.data_y)
     for name in _split(a3.cyclegan_variants):
         changes = CYCLEGAN_VARIANTS[name]
         cfg = _task_config(a3.cyclegan, f"cyclegan_{name}", data=cats_a, data_y=cats_b, **changes)
