@@ -1,13 +1,19 @@
-"""A dependency-free progress line with rate and ETA, for long work.
+"""A progress line with rate and ETA for long work, drawn by ``rich``.
 
-Writes to stderr; redraws in place on a terminal and prints at most every
-``min_interval`` seconds (and at the end) otherwise, so logs stay readable.
+Writes to stderr. On a terminal, rich redraws the line in place (a live display; what is
+printed meanwhile goes above it); otherwise the same line is printed at most every
+``min_interval`` seconds and at the end, so that logs stay readable.
 """
 
 from __future__ import annotations
 
+import atexit
 import sys
-import time
+
+from rich.console import Console
+from rich.progress import Progress as _RichProgress
+from rich.progress import ProgressColumn, TextColumn
+from rich.text import Text
 
 
 def _fmt_time(s: float) -> str:
@@ -19,8 +25,34 @@ def _fmt_time(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
+def _rate(task) -> float:
+    """Units per second since the start (the units done before it, ``initial``, not counted)."""
+    elapsed = task.elapsed or 0.0
+    return (task.completed - task.fields["initial"]) / elapsed if elapsed > 0 else 0.0
+
+
+class _TimeRateColumn(ProgressColumn):
+    """``[elapsed<remaining, rate]``: ``[00:12<01:40, 8.31 step/s]`` (``s/step`` below 1/s)."""
+
+    def render(self, task) -> Text:
+        rate, unit = _rate(task), task.fields["unit"]
+        remaining = (task.total - task.completed) / rate if rate > 0 else float("inf")
+        rate_txt = f"{rate:.2f} {unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.2f} s/{unit}"
+        return Text(f"[{_fmt_time(task.elapsed or 0.0)}<{_fmt_time(remaining)}, {rate_txt}]")
+
+
+_COLUMNS = (
+    TextColumn(
+        "{task.description}{task.completed:.0f}/{task.total:.0f} ({task.percentage:3.0f}%)",
+        markup=False,
+    ),
+    _TimeRateColumn(),
+    TextColumn("{task.fields[postfix]}", markup=False),
+)
+
+
 class Progress:
-    """Progress over ``total`` units: ``update(n, postfix=text)``, ``close()``.
+    """Progress over ``total`` units: ``update(n, postfix=text)``, ``close()``; ``n`` is done.
 
     Example::
 
@@ -42,65 +74,73 @@ class Progress:
         min_interval: float | None = None,
         enabled: bool = True,
     ):
-        self.total = max(int(total), 0)
-        self.desc = desc
-        self.unit = unit
-        self.n = int(initial)
-        self._start_n = int(initial)
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        stream = stream or sys.stderr
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.min_interval = (
             min_interval if min_interval is not None else (0.1 if self.tty else 10.0)
         )
         self.enabled = enabled
-        self.postfix = ""
-        self._t0 = time.perf_counter()
-        self._last = 0.0
+        # off a terminal: no colour, no wrapping of the printed lines
+        console = Console(file=stream, width=None if self.tty else 1000, no_color=not self.tty)
+        self._rich = _RichProgress(
+            *_COLUMNS,
+            console=console,
+            auto_refresh=self.tty,
+            refresh_per_second=1 / self.min_interval if self.tty else 1,
+        )
+        self._task = self._rich.add_task(
+            f"{desc}: " if desc else "",
+            total=max(int(total), 0),
+            completed=int(initial),
+            initial=int(initial),
+            unit=unit,
+            postfix="",
+        )
+        self._printed_at: float | None = None  # off a terminal: when the line was last printed
         self._closed = False
+        if self.enabled and self.tty:
+            self._rich.start()
+            atexit.register(self.close)  # an exception that skips close() leaves no hidden cursor
+
+    @property
+    def n(self) -> int:
+        return int(self._rich.tasks[0].completed)
 
     @property
     def rate(self) -> float:
-        dt = time.perf_counter() - self._t0
-        return (self.n - self._start_n) / dt if dt > 0 else 0.0
+        return _rate(self._rich.tasks[0])
 
     def line(self) -> str:
-        rate = self.rate
-        remaining = (self.total - self.n) / rate if rate > 0 else float("inf")
-        pct = 100.0 * self.n / self.total if self.total else 100.0
-        elapsed = time.perf_counter() - self._t0
-        rate_txt = (
-            f"{rate:.2f} {self.unit}/s"
-            if rate >= 1 or rate == 0
-            else (f"{1 / rate:.2f} s/{self.unit}")
-        )
-        s = (
-            f"{self.desc + ': ' if self.desc else ''}{self.n}/{self.total} ({pct:3.0f}%) "
-            f"[{_fmt_time(elapsed)}<{_fmt_time(remaining)}, {rate_txt}]"
-        )
-        return s + (f" {self.postfix}" if self.postfix else "")
+        """The progress line as plain text."""
+        console = Console(width=1000, no_color=True, file=None)
+        with console.capture() as cap:
+            console.print(self._rich.make_tasks_table(self._rich.tasks), end="")
+        return cap.get().rstrip()
 
     def update(self, n: int = 1, *, postfix: str | None = None) -> None:
-        self.n += n
-        if postfix is not None:
-            self.postfix = postfix
-        now = time.perf_counter()
-        if self.enabled and (now - self._last >= self.min_interval or self.n >= self.total):
-            self._last = now
-            self._draw()
+        fields = {} if postfix is None else {"postfix": postfix}
+        self._rich.update(self._task, advance=n, **fields)
+        if self.enabled and not self.tty:
+            task = self._rich.tasks[0]
+            now = self._rich.get_time()
+            due = self._printed_at is None or now - self._printed_at >= self.min_interval
+            if due or task.completed >= task.total:
+                self._print(now)
 
-    def _draw(self, final: bool = False) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
-        else:
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
+    def _print(self, now: float) -> None:
+        self._printed_at = now
+        self._rich.console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self.enabled:
-            if self.tty:
-                self._draw(final=True)
-            elif self._last == 0.0 or self.n < self.total:
-                self._draw()
+        if not self.enabled:
+            return
+        if self.tty:
+            self._rich.stop()
+            atexit.unregister(self.close)
+        else:
+            task = self._rich.tasks[0]
+            if self._printed_at is None or task.completed < task.total:
+                self._print(self._rich.get_time())
