@@ -222,6 +222,49 @@ def test_sigterm_then_sigkill_then_resume_reproduces_uninterrupted_losses(
     assert ev_got["kid"] == pytest.approx(ev_want["kid"], rel=1e-3), note
 
 
+class _SignalAt:
+    """A data iterator that sends this process SIGTERM when batch ``at`` is taken."""
+
+    def __init__(self, data, at: int):
+        self.data, self.at, self.taken = data, at, 0
+
+    def __next__(self):
+        self.taken += 1
+        if self.taken == self.at:
+            signal.raise_signal(signal.SIGTERM)
+        return next(self.data)
+
+    def get_state(self):
+        return self.data.get_state()
+
+    def set_state(self, state):
+        self.data.set_state(state)
+
+
+class _StopAt5(DCGANTask):
+    def make_data(self, config, *, seed):
+        return _SignalAt(super().make_data(config, seed=seed), 5)
+
+
+def test_logs_are_window_means_and_a_resume_keeps_the_window(reference, blobs, tmp_path):
+    """log_every=3: each record is the mean of its 3 steps (the reference logs every step),
+    also for the window of steps 4-6 that a SIGTERM after step 5 splits over two processes'
+    worth of fit (the checkpoint of step 5 holds steps 4 and 5)."""
+    per_step = {r["step"]: r for r in read_metrics(reference / "metrics.jsonl")}
+    config = tiny_config(blobs, log_every=3)
+    wd = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit(config, wd, _StopAt5(config))
+    assert Checkpoints(wd / "checkpoints", read_only=True).latest_step() == 5
+    loop.fit(config, wd, DCGANTask(config))
+    records = read_metrics(wd / "metrics.jsonl")
+    assert [r["step"] for r in records] == [3, 6, 9, 12, 15, 16]
+    for r, first in zip(records, [1, 4, 7, 10, 13, 16], strict=True):
+        for key in ("d_loss", "g_loss", "d_real"):
+            want = np.mean([per_step[s][key] for s in range(first, r["step"] + 1)])
+            np.testing.assert_allclose(r[key], want, rtol=1e-5, err_msg=f"{key} at {r['step']}")
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -386,7 +429,7 @@ def test_eight_fake_devices_train_like_one(blobs, tmp_path):
 
 
 def test_sweep_configs_and_comparison_page(reference, blobs, tmp_path):
-    from imsyn.training.sweep import sweep_configs, write_comparison
+    from imsyn.training.sweep import sweep_configs, write_comparison, write_hparams
 
     base = tiny_config(blobs)
     runs = sweep_configs(base, _load_config_module().get_sweep("norm"))
@@ -403,6 +446,26 @@ def test_sweep_configs_and_comparison_page(reference, blobs, tmp_path):
     kid = json.loads((reference / "eval" / "metrics.json").read_text())["kid"]
     assert page.count(f"{kid:.6g}") == 2 and 'src="a/eval/samples.png"' in page
     assert Image.open(tmp_path / "losses.png").size[0] > 100
+
+    # TensorBoard's HParams dashboard: each run's changed fields and its evaluation metrics
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    write_hparams(tmp_path, [("a", runs[0][1]), ("b", runs[3][1])], ["norm", "spectral_norm"])
+    for name, norm, spectral in (("a", "instance", False), ("b", "none", True)):
+        acc = EventAccumulator(str(tmp_path / name)).Reload()
+        content = acc.PluginTagToContent("hparams")
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
+        assert start.hparams["norm"].string_value == norm
+        assert start.hparams["spectral_norm"].bool_value is spectral
+        experiment = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/experiment"]
+        ).experiment
+        assert "eval/kid" in {m.name.tag for m in experiment.metric_infos}
+        (kid_event,) = acc.Scalars("eval/kid")
+        assert kid_event.step == STEPS and kid_event.value == pytest.approx(kid, rel=1e-6)
 
 
 def test_style_preset_trains_the_style_generator(blobs):

@@ -34,7 +34,9 @@ Entry points:
   resume (model, optimizer, step, data iterator; the key of step ``t`` is
   ``fold_in(key(seed), t)``, so a resumed run reproduces an uninterrupted one),
   then ``train_step`` under ``jax.jit(donate_argnums=0)`` with a progress bar,
-  ``metrics.jsonl`` + TensorBoard events every ``log_every`` steps, sample
+  ``metrics.jsonl`` + TensorBoard events every ``log_every`` steps (each metric's mean
+  over the steps since the last log, :class:`~imsyn.training.writers.WindowMean`; a
+  checkpoint holds the partial window, so a resumed run logs the same means), sample
   grids and ``plots/losses.png`` every ``sample_every`` steps, checkpoints
   every ``checkpoint_every`` steps and on SIGINT/SIGTERM (then it stops with
   :class:`KeyboardInterrupt`; also when the signal comes during the last step, or
@@ -94,6 +96,7 @@ from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_dat
 from imsyn.training.writers import (
     EventWriter,
     MetricsLog,
+    WindowMean,
     plot_losses,
     read_metrics,
     write_samples,
@@ -431,11 +434,13 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
     state, key = _init_placed(task, config, mesh)
     data = task.make_data(config, seed=config.seed)
     step = 0
+    window = WindowMean()
     if meta is not None:
         state, meta = ckpts.restore(state)
         state = jax.device_put(state, replicated(mesh))
         step = int(meta["step"])
         data.set_state(decode_data_state(meta["data"]))
+        window = WindowMean(meta.get("window"))  # absent in checkpoints before window means
     last_good = step if meta is not None else None
 
     log = MetricsLog(workdir / "metrics.jsonl")
@@ -451,7 +456,12 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
         ckpts.save(
             at,
             state,
-            {"step": at, "data": encode_data_state(data.get_state()), "arch": arch},
+            {
+                "step": at,
+                "data": encode_data_state(data.get_state()),
+                "window": window.state(),
+                "arch": arch,
+            },
         )
         last_good = at
         return True
@@ -493,11 +503,13 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
                     host = jax.device_get(pending)
                     pending = []
                     _check_finite(host, last_good)
+                    for _, m in host:
+                        window.add(m)
                 if due_log:
                     now = time.perf_counter()
                     rate = n_log / max(now - t_log, 1e-9)
                     t_log, n_log = now, 0
-                    record = {"step": step, **{k: float(v) for k, v in host[-1][1].items()}}
+                    record = {"step": step, **window.pop()}
                     record["steps_per_s"] = rate
                     if primary:
                         log.write(record)

@@ -10,6 +10,11 @@ and ``<workdir>/losses.png``: the eval metrics of each run side by side, their
 latest sample grids and their smoothed loss curves overlaid. Every run's config
 is validated before the first one starts (through the experiment module's
 ``validate(config)``, when it has one).
+
+Each run's TensorBoard events also get the records of the HParams dashboard
+(:func:`write_hparams`): the values of the fields the sweep changes, and the run's
+evaluation metrics as scalars ``eval/<name>``, so ``tensorboard --logdir=<workdir>``
+compares the runs in its HParams tab.
 """
 
 from __future__ import annotations
@@ -60,7 +65,32 @@ def run_sweep(config, sweep: list[tuple[str, dict]], workdir: str | os.PathLike)
     for run_name, c in runs:
         print(f"sweep: run {run_name} -> {workdir / run_name}", file=sys.stderr)
         get_experiment(c).train(c, workdir / run_name)
+    write_hparams(workdir, runs, sorted({k for _, overrides in sweep for k in overrides}))
     return write_comparison(workdir, [name for name, _ in runs])
+
+
+def write_hparams(workdir: str | os.PathLike, runs: list[tuple[str, object]], fields: list[str]):
+    """Writes each run's HParams records into its TensorBoard events (``<workdir>/<name>``):
+    the values of ``fields`` in its config, and the numbers of its ``eval/metrics.json`` as
+    the metrics ``eval/<key>`` (scalars at the evaluated step)."""
+    from imsyn.training.writers import EventWriter
+
+    for run_name, c in runs:
+        run = Path(workdir) / run_name
+        try:
+            evaluated = json.loads((run / "eval" / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            evaluated = {}
+        metrics = {
+            f"eval/{k}": float(v)
+            for k, v in evaluated.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "step"
+        }
+        events = EventWriter(run)
+        try:
+            events.write_hparams({k: c[k] for k in fields}, metrics, step=evaluated.get("step", 0))
+        finally:
+            events.close()
 
 
 def _loss_figure(workdir: Path, names: list[str]) -> Path | None:

@@ -1,12 +1,14 @@
 """What a run writes while it trains: metrics.jsonl, TensorBoard events, loss plots, samples.
 
+* :class:`WindowMean` averages each metric over the steps of a logging window (clu's
+  ``metrics.Average``): what the loop logs is the window's mean, not its last step.
 * :class:`MetricsLog` appends one JSON object per logged step to
   ``workdir/metrics.jsonl`` (``{"step": 100, "d_loss": ..., "g_loss": ...,
   "steps_per_s": ...}``); on resume it drops lines past the restored step so the
   file never holds two histories.
 * :class:`EventWriter` writes TensorBoard event files (``events.out.tfevents.*``)
   through tensorboardX: ``write_scalars(step, {tag: value})``, ``write_images(step,
-  {tag: image})``.
+  {tag: image})``, ``write_hparams(hparams, metrics)`` (the HParams dashboard's records).
 * :func:`plot_losses` draws ``plots/losses.png`` (raw curves faint, EMA-smoothed
   curves bold, one panel per metric group) from the metrics log.
 * :func:`write_samples` writes sample grids to ``samples/<name>_<step>.png``.
@@ -56,8 +58,49 @@ class EventWriter:
             self._w.add_image(tag, arr, global_step=step, dataformats="HWC")
         self._w.flush()
 
+    def write_hparams(self, hparams: dict, metrics: dict[str, float], *, step: int) -> None:
+        """The records of TensorBoard's HParams dashboard: this run's ``hparams`` (name ->
+        bool, int, float or str; anything else as its ``repr``) and the ``metrics`` to compare
+        runs by (tag -> value, also written as scalars at ``step``)."""
+        from tensorboardX.summary import hparams as hparams_summaries
+
+        values = {
+            k: v if isinstance(v, bool | int | float | str) else repr(v) for k, v in hparams.items()
+        }
+        for summary in hparams_summaries(values, metrics):
+            self._w.file_writer.add_summary(summary)
+        self.write_scalars(step, metrics)
+
     def close(self) -> None:
         self._w.close()
+
+
+# ---------------------------------------------------------------- logging windows
+
+
+class WindowMean:
+    """The mean of each scalar metric over the steps since the last :meth:`pop`.
+
+    Sums in float64 on the host. :meth:`state` (JSON) goes into a checkpoint, so a run
+    resumed in the middle of a window logs the mean an uninterrupted run logs.
+    """
+
+    def __init__(self, state: dict | None = None):
+        self._sums = {k: (float(total), int(n)) for k, (total, n) in (state or {}).items()}
+
+    def add(self, metrics: dict) -> None:
+        for k, v in metrics.items():
+            total, n = self._sums.get(k, (0.0, 0))
+            self._sums[k] = (total + float(v), n + 1)
+
+    def pop(self) -> dict[str, float]:
+        """The means, and a new window."""
+        means = {k: total / n for k, (total, n) in self._sums.items()}
+        self._sums = {}
+        return means
+
+    def state(self) -> dict:
+        return {k: [total, n] for k, (total, n) in self._sums.items()}
 
 
 # ---------------------------------------------------------------- metrics.jsonl
