@@ -11,8 +11,8 @@ stderr with exit status 2, SIGINT/SIGTERM into exit status 130 with one line, an
 enables the persistent compilation cache.
 
 Multi-host: with ``--multihost``, with ``--coordinator=HOST:PORT --num_processes=N
---process_id=I``, or by itself where JAX can detect a multi-process job (a TPU pod,
-a SLURM ``srun`` step, ``mpirun``, a Kubernetes job; :func:`imsyn.runtime.detect_cluster`),
+--process_id=I``, or by itself where the launcher's environment shows a multi-process job
+(a SLURM ``srun`` step, ``mpirun``, a TPU slice on GKE; :func:`imsyn.runtime.detect_cluster`),
 :func:`main` starts JAX's distributed runtime (:func:`imsyn.runtime.init_distributed`)
 before anything touches a device; ``--nomultihost`` turns the detection off. Every
 process then runs the same command on one shared workdir; process 0 alone holds the
@@ -393,8 +393,8 @@ def _define_multihost_flags(fv) -> None:
         "multihost",
         None,
         "start JAX's distributed runtime (jax.distributed.initialize) before anything else; "
-        "default: when --coordinator/--num_processes/--process_id are given or JAX detects "
-        "a multi-process job (TPU pod, SLURM srun, mpirun, Kubernetes); --nomultihost: never",
+        "default: when --coordinator/--num_processes/--process_id are given or the environment "
+        "shows a multi-process job (SLURM srun, mpirun, TPU slice on GKE); --nomultihost: never",
         flag_values=fv,
     )
     flags.DEFINE_string(

@@ -12,7 +12,8 @@
   ``KeyboardInterrupt``: cleanup runs, one line, exit 130), for every entry point.
 * :func:`init_distributed` — JAX's multi-process runtime (``jax.distributed.initialize``)
   for ``train.py`` / ``eval.py``: explicit (``--multihost``, ``--coordinator=...``) or
-  where :func:`detect_cluster` finds a multi-process job; before anything touches devices.
+  where :func:`detect_cluster` finds a multi-process job in the launcher's environment
+  variables; before anything touches devices.
 """
 
 from __future__ import annotations
@@ -133,32 +134,47 @@ CONNECT_TIMEOUT_S = float(os.environ.get(TIMEOUT_ENV) or 120)
 SHUTDOWN_TIMEOUT_S = 3600
 
 
-def detect_cluster() -> tuple[str, int] | None:
-    """The multi-process job this process belongs to, as ``(kind, process count)``, or None.
+#: a SLURM ``srun`` step: the variables JAX's SLURM detection reads (SLURM's documented
+#: output environment); the process count is ``SLURM_NTASKS``
+_SLURM_STEP = (
+    "SLURM_JOB_ID",
+    "SLURM_STEP_NODELIST",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+)
 
-    Asks the cluster environments that ``jax.distributed.initialize()`` auto-detects
-    (``jax._src.clusters``: Cloud TPU pods on GCE/GKE, SLURM ``srun`` steps, Open MPI
-    ``mpirun``, Kubernetes jobs; not the opt-in mpi4py) whether they are present, without
-    initialising anything. Only a job of more than one process counts: a single SLURM task
-    or a one-host TPU VM runs as before. Detection never raises (an unknown JAX layout or a
-    failed metadata query reads as "no cluster").
-    """
+
+def _count(value: str | None) -> int:
     try:
-        from jax._src import clusters
-    except ImportError:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def detect_cluster() -> tuple[str, int] | None:
+    """The multi-process job this process belongs to, as ``(launcher, process count)``, or None.
+
+    Reads the environment variables that the launchers document and that
+    ``jax.distributed.initialize()`` detects them by, without initialising anything or
+    importing JAX's internals: a SLURM ``srun`` step (``SLURM_STEP_NODELIST``, count
+    ``SLURM_NTASKS``), Open MPI's ``mpirun`` (``OMPI_MCA_orte_hnp_uri``, count
+    ``OMPI_COMM_WORLD_SIZE``), a Cloud TPU slice on GKE (``TPU_WORKER_HOSTNAMES``, one host
+    per process). Only a job of more than one process counts: a single SLURM task or a
+    one-host TPU VM runs as before. Where only a query tells the count (a TPU pod on GCE
+    asks the metadata server, a Kubernetes Job the Kubernetes API), ``--multihost`` has
+    ``jax.distributed.initialize()`` ask.
+    """
+    env = os.environ
+    if all(var in env for var in _SLURM_STEP):
+        found = ("SLURM", _count(env["SLURM_NTASKS"]))
+    elif "OMPI_MCA_orte_hnp_uri" in env:
+        found = ("Open MPI", _count(env.get("OMPI_COMM_WORLD_SIZE")))
+    elif hosts := env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES"):
+        found = ("Cloud TPU (GKE)", len([h for h in hosts.split(",") if h.strip()]))
+    else:
         return None
-    for env in getattr(clusters.ClusterEnv, "_cluster_types", ()):
-        if getattr(env, "opt_in_only_method", False):
-            continue
-        try:
-            if not env.is_env_present():
-                continue
-            count = int(env.get_process_count())
-        except Exception:  # noqa: BLE001 - a cluster env half set up: not a cluster
-            continue
-        if count > 1:
-            return env.__name__, count
-    return None
+    return found if found[1] > 1 else None
 
 
 def _reach_coordinator(address: str, timeout: float) -> None:

@@ -80,7 +80,14 @@ _SLURM = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
 
 @pytest.fixture
 def no_cluster(monkeypatch):
-    for var in (*_SLURM, "OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST"):
+    for var in (
+        *_SLURM,
+        "OMPI_MCA_orte_hnp_uri",
+        "OMPI_COMM_WORLD_SIZE",
+        "TPU_PROCESS_ADDRESSES",
+        "TPU_WORKER_HOSTNAMES",
+        "KUBERNETES_SERVICE_HOST",
+    ):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
@@ -90,11 +97,24 @@ def test_detect_cluster_finds_a_slurm_step_of_several_tasks_only(no_cluster):
     values = dict(zip(_SLURM, ("7", "node[0-1]", "2", "1", "0"), strict=True))
     for var, v in values.items():
         no_cluster.setenv(var, v)
-    assert detect_cluster() == ("SlurmCluster", 2)
+    assert detect_cluster() == ("SLURM", 2)
     no_cluster.setenv("SLURM_NTASKS", "1")  # one task: runs as before
     assert detect_cluster() is None
     no_cluster.delenv("SLURM_STEP_NODELIST")  # salloc without srun: not a step
     no_cluster.setenv("SLURM_NTASKS", "2")
+    assert detect_cluster() is None
+
+
+def test_detect_cluster_finds_mpirun_and_gke_tpu_jobs_of_several_processes(no_cluster):
+    no_cluster.setenv("OMPI_MCA_orte_hnp_uri", "1234.0;tcp://10.0.0.1:5000")
+    no_cluster.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    assert detect_cluster() == ("Open MPI", 4)
+    no_cluster.setenv("OMPI_COMM_WORLD_SIZE", "1")
+    assert detect_cluster() is None
+    no_cluster.delenv("OMPI_MCA_orte_hnp_uri")
+    no_cluster.setenv("TPU_WORKER_HOSTNAMES", "host-0,host-1")
+    assert detect_cluster() == ("Cloud TPU (GKE)", 2)
+    no_cluster.setenv("TPU_WORKER_HOSTNAMES", "localhost")  # one host: runs as before
     assert detect_cluster() is None
 
 
