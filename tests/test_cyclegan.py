@@ -533,3 +533,34 @@ def test_emoji_pairing_comes_from_the_specs():
     assert cg.emoji_pairing(c) is None
     c.update(data="folder:/a", data_y="emoji:openmoji")
     assert cg.emoji_pairing(c) is None
+
+
+def test_unpaired_data_resumes_from_its_json_state(rng):
+    """The two domains' positions, stored as JSON with a checkpoint, give the same batches."""
+    from imsyn.data import make_loader
+
+    def data():
+        loaders = {
+            dom: make_loader(
+                ArraySource(rng_images, [str(i) for i in range(7)], f"test:{dom}"),
+                batch_size=2,
+                seed=s,
+                augment="basic",
+                image_size=8,
+            )
+            for dom, s in (("x", 1), ("y", 2))
+        }
+        return cg.UnpairedData(loaders)
+
+    rng_images = rng.integers(0, 256, (7, 12, 12, 3), dtype=np.uint8)
+    run = data()
+    for _ in range(5):  # past an epoch of x and y
+        next(run)
+    state = json.loads(json.dumps(run.get_state()))
+    want = [next(run) for _ in range(4)]
+    resumed = data()
+    resumed.set_state(state)
+    for batch in want:
+        got = next(resumed)
+        for dom in ("x", "y"):
+            np.testing.assert_array_equal(got[dom], batch[dom])

@@ -5,8 +5,8 @@
 order of each epoch, each image's augmentation) is a function of ``seed`` and the element's
 position, so the stream is identical across runs, worker counts and restarts; the
 iterator's ``get_state()`` / ``set_state()`` make a resumed run see exactly the batches an
-uninterrupted one would. Store the state with the checkpoint (it is a small dict, JSON
-serializable) or use ``grain.checkpoint.CheckpointSave/Restore`` with orbax.
+uninterrupted one would. The state is a small JSON dict, which the training loop stores in
+its checkpoint's ``meta`` item (:mod:`imsyn.training.checkpoint`).
 """
 
 from __future__ import annotations

@@ -293,15 +293,11 @@ class UnpairedData:
         return {dom: next(it)["image"] for dom, it in self.loaders.items()}
 
     def get_state(self) -> dict:
-        from imsyn.training.checkpoint import encode_data_state
-
-        return {dom: encode_data_state(it.get_state()) for dom, it in self.loaders.items()}
+        return {dom: it.get_state() for dom, it in self.loaders.items()}
 
     def set_state(self, state: dict) -> None:
-        from imsyn.training.checkpoint import decode_data_state
-
         for dom, it in self.loaders.items():
-            it.set_state(decode_data_state(state[dom]))
+            it.set_state(state[dom])
 
 
 # --------------------------------------------------------------------------- models and step

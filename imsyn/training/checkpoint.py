@@ -5,8 +5,12 @@ Each checkpoint ``checkpoints/<step>/`` holds two items:
 * ``state``: the training state pytree (models, optimizer states, ...), saved
   with ``ocp.args.StandardSave`` and restored onto the shardings of a target;
 * ``meta``: JSON (``ocp.args.JsonSave``) with the step, the data iterator state
-  and the architecture fields of the run (``arch``), so that a workdir of
-  another architecture is refused before anything is overwritten.
+  (grain's own ``get_state()``, a JSON dict; a task's iterator of several grain iterators
+  gives a dict of them), the mean-in-progress of the logging window and the architecture
+  fields of the run (``arch``), so that a workdir of another architecture is refused
+  before anything is overwritten. grain's orbax handler (``grain.checkpoint.CheckpointSave``)
+  is not used: it takes one grain iterator, not a task's wrapper of several, and writes one
+  file per process named by the process count (docs/training.md, "Running").
 
 Orbax writes a checkpoint into a temporary directory and renames it when it is
 complete (then writes the commit marker), and only finalized step directories
@@ -34,7 +38,6 @@ deliver after a failed operation has closed its loop (by default each is printed
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import json
@@ -51,19 +54,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from imsyn.errors import ConfigError, InputError, OutputError
-
-
-def encode_data_state(state: Any) -> Any:
-    """Makes an iterator state JSON-safe (grain DataLoader states are bytes)."""
-    if isinstance(state, bytes):
-        return {"__bytes__": base64.b64encode(state).decode("ascii")}
-    return state
-
-
-def decode_data_state(state: Any) -> Any:
-    if isinstance(state, dict) and set(state) == {"__bytes__"}:
-        return base64.b64decode(state["__bytes__"])
-    return state
 
 
 def state_digest(state: Any) -> str:

@@ -11,7 +11,7 @@ A *task* describes one kind of experiment; the loop does everything else::
         def make_data(self, config, *, seed) -> data
             # an iterator: next(data) -> host batch (dict of numpy arrays, leading
             # axis = this process's rows of the global batch); data.get_state() /
-            # data.set_state(s) (s JSON-serialisable, or bytes) restore the position
+            # data.set_state(s) (s JSON-serialisable) restore the position
         def train_step(self, state, batch, key) -> tuple[state, dict[str, scalar]]
             # PURE; the loop jits it once (donating state) with the batch sharded over
             # the ``data`` mesh and the state replicated
@@ -92,7 +92,7 @@ from imsyn.errors import ConfigError, ImsynError
 from imsyn.image import write_json
 from imsyn.outputs import check_folder, check_workdir_inputs, claim_workdir, run_dtype
 from imsyn.progress import Progress
-from imsyn.training.checkpoint import Checkpoints, decode_data_state, encode_data_state
+from imsyn.training.checkpoint import Checkpoints
 from imsyn.training.writers import (
     EventWriter,
     MetricsLog,
@@ -439,7 +439,7 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
         state, meta = ckpts.restore(state)
         state = jax.device_put(state, replicated(mesh))
         step = int(meta["step"])
-        data.set_state(decode_data_state(meta["data"]))
+        data.set_state(meta["data"])
         window = WindowMean(meta.get("window"))  # absent in checkpoints before window means
     last_good = step if meta is not None else None
 
@@ -458,7 +458,7 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
             state,
             {
                 "step": at,
-                "data": encode_data_state(data.get_state()),
+                "data": data.get_state(),
                 "window": window.state(),
                 "arch": arch,
             },
