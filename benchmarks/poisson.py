@@ -1,9 +1,12 @@
 """Poisson blending: imsyn vs cv2.seamlessClone vs SciPy spsolve, side by side.
 
-For masked regions of 256², 512² and 1024² unknowns (a wavy blob on real photos
-from ``--data``), prints the time of each method, the CG iterations, the max
-error against SciPy's sparse direct solve of the exact masked problem (in
-1/255 units; the target is <= 0.5) and the ratio imsyn / cv2. cv2 solves a
+For masked regions of 512², 1024² and 2048² unknowns (a wavy blob on real photos
+from ``--data``), prints warm wall times of cv2 and imsyn from interleaved rounds
+in one process (median, min–max; the ratio of the medians and the range of the
+per-round ratios), the first imsyn call, the CG iterations, the max error against
+SciPy's sparse direct solve of the exact masked problem (up to ``--spsolve-max``; in
+1/255 units; the target is <= 0.5), and the first calls in new processes with an
+empty and with a filled persistent compilation cache. cv2 solves a
 different problem (a DST solve on the mask's bounding box with an eroded
 mask), so its error column shows how far it is from the exact solution.
 
@@ -11,7 +14,7 @@ Also checks the toy problem on ``poisson/toy_problem.png`` and, with
 ``--figures DIR``, writes the bear/pool blend next to cv2's and a Color2Gray
 comparison with ``cv2.decolor``.
 
-    python benchmarks/poisson.py [--quick] [--figures docs/img] [--data DIR]   # DIR: course data
+    python benchmarks/poisson.py [--quick] [--rounds N] [--figures docs/img] [--data DIR]
 """
 
 from __future__ import annotations
@@ -107,15 +110,16 @@ def cv2_center(mask: np.ndarray) -> tuple[int, int]:
     return (x + w // 2, y + h // 2)
 
 
-def best_of(repeats, fn, *args, **kwargs):
-    """Best wall time and best CPU time (``process_time``, all threads) over ``repeats``."""
-    best, best_cpu, out = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn(*args, **kwargs)
-        best = min(best, time.perf_counter() - t0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return (best, best_cpu), out
+def timed(fn, *args, **kwargs):
+    """(wall s, CPU s over all threads, result) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t0, time.process_time() - c0, out
+
+
+def stats(xs) -> str:
+    """``median (min–max)`` of a list of seconds."""
+    return f"{np.median(xs):.3f} ({min(xs):.3f}–{max(xs):.3f})"
 
 
 def load_rgb(path: Path, size: int) -> np.ndarray:
@@ -126,64 +130,126 @@ def load_rgb(path: Path, size: int) -> np.ndarray:
         return np.asarray(img)
 
 
-def bench_sizes(data: Path, sizes, repeats, with_spsolve):
+def inputs(data: Path, n: int):
+    """Source, target (uint8 and float) and the blob mask of about n² unknowns."""
+    side = int(math.ceil(n * 1.35)) | 1
+    tgt8 = load_rgb(data / "nst/content/tubingen.jpg", side)
+    src8 = load_rgb(data / "nst/content/golden_gate.jpg", side)
+    mask = blob_mask(side, side, n * n)
+    return src8, tgt8, mask
+
+
+def bench_sizes(data: Path, sizes, rounds, spsolve_max):
+    """Warm timings: cv2 and imsyn alternate, round after round, on the same inputs."""
     rows = []
     for n in sizes:
-        side = int(math.ceil(n * 1.35)) | 1
-        tgt8 = load_rgb(data / "nst/content/tubingen.jpg", side)
-        src8 = load_rgb(data / "nst/content/golden_gate.jpg", side)
-        mask = blob_mask(side, side, n * n)
+        src8, tgt8, mask = inputs(data, n)
         src, tgt = im.to_float(src8), im.to_float(tgt8)
         mask8 = mask.astype(np.uint8) * 255
         center = cv2_center(mask)
         row = {"n": n, "unknowns": int(mask.sum())}
         for mode, flag in (("poisson", cv2.NORMAL_CLONE), ("mixed", cv2.MIXED_CLONE)):
-            cv2.seamlessClone(src8, tgt8, mask8, center, flag)  # warm-up
-            (t_cv, c_cv), cv_out = best_of(
-                repeats, cv2.seamlessClone, src8, tgt8, mask8, center, flag
-            )
-            t0 = time.perf_counter()
-            poisson.blend(src, tgt, mask, mode=mode)  # compile (cached across runs)
-            t_first = time.perf_counter() - t0
-            (t_im, c_im), res = best_of(repeats, poisson.blend, src, tgt, mask, mode=mode)
-            row[mode] = dict(
-                cv=t_cv, cv_cpu=c_cv, im=t_im, im_cpu=c_im, first=t_first, it=res.iterations
-            )
-            if with_spsolve:
+            cv_out = cv2.seamlessClone(src8, tgt8, mask8, center, flag)  # warm-up
+            t_first, _, res = timed(poisson.blend, src, tgt, mask, mode=mode)
+            m = {k: [] for k in ("cv", "cv_cpu", "im", "im_cpu")}
+            for _ in range(rounds):
+                w, c, _ = timed(cv2.seamlessClone, src8, tgt8, mask8, center, flag)
+                m["cv"].append(w)
+                m["cv_cpu"].append(c)
+                w, c, res = timed(poisson.blend, src, tgt, mask, mode=mode)
+                m["im"].append(w)
+                m["im_cpu"].append(c)
+            m.update(first=t_first, it=res.iterations)
+            m["ratios"] = [a / b for a, b in zip(m["im"], m["cv"], strict=True)]
+            if n <= spsolve_max:
                 sx, sy = grads(src)
                 if mode == "mixed":
                     tx, ty = grads(tgt)
                     sx = np.where(np.abs(sx) > np.abs(tx), sx, tx)
                     sy = np.where(np.abs(sy) > np.abs(ty), sy, ty)
-                ref, t_sp = spsolve_reference(tgt, sx, sy, mask)
-                row[mode]["sp"] = t_sp
-                row[mode]["err"] = float(np.abs(res.image - ref).max() * 255)
+                ref, m["sp"] = spsolve_reference(tgt, sx, sy, mask)
+                m["err"] = float(np.abs(res.image - ref).max() * 255)
                 cv_err = np.abs(im.to_float(cv_out) - ref) * 255
-                row[mode]["err_cv"] = f"{cv_err.max():.0f} / {np.median(cv_err[mask]):.1f}"
+                m["err_cv"] = f"{cv_err.max():.0f} / {np.median(cv_err[mask]):.1f}"
+            row[mode] = m
             print(f"  done {n}² {mode}", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
 
 
-def print_table(rows):
+def print_table(rows, rounds):
+    print(
+        f"\nwarm, {rounds} interleaved rounds (cv2, imsyn, cv2, imsyn, ...): "
+        "median (min–max) seconds; ratio = median imsyn / median cv2"
+    )
     hdr = (
-        "| unknowns | mode | cv2.seamlessClone s wall / cpu | imsyn s wall / cpu (warm) "
-        "| imsyn first call s | CG iters | spsolve s | imsyn max err ×255 "
-        "| cv2 max / median err ×255 | imsyn/cv2 wall | imsyn/cv2 cpu |"
+        "| unknowns | mode | cv2 wall s | imsyn wall s | imsyn/cv2 wall | per-round ratios "
+        "| cv2 / imsyn CPU s | imsyn first call s | CG iters | spsolve s | imsyn max err ×255 "
+        "| cv2 max / median err ×255 |"
     )
     print(hdr)
-    print("|---" * 11 + "|")
+    print("|---" * 12 + "|")
     for r in rows:
         for mode in ("poisson", "mixed"):
             m = r[mode]
             sp_s = f"{m['sp']:.2f}" if "sp" in m else "-"
             err = f"{m['err']:.3f}" if "err" in m else "-"
-            err_cv = m.get("err_cv", "-")
+            ratio = np.median(m["im"]) / np.median(m["cv"])
             print(
-                f"| {r['unknowns']:,} ({r['n']}²) | {mode} | {m['cv']:.3f} / {m['cv_cpu']:.3f} "
-                f"| {m['im']:.3f} / {m['im_cpu']:.3f} | {m['first']:.2f} | {m['it']} | {sp_s} "
-                f"| {err} | {err_cv} | {m['im'] / m['cv']:.2f} | {m['im_cpu'] / m['cv_cpu']:.2f} |"
+                f"| {r['unknowns']:,} ({r['n']}²) | {mode} | {stats(m['cv'])} | {stats(m['im'])} "
+                f"| **{ratio:.2f}** | {min(m['ratios']):.2f}–{max(m['ratios']):.2f} "
+                f"| {np.median(m['cv_cpu']):.3f} / {np.median(m['im_cpu']):.3f} "
+                f"| {m['first']:.2f} | {m['it']} | {sp_s} | {err} | {m.get('err_cv', '-')} |"
             )
+
+
+def first_call_child(data: Path, sizes) -> int:
+    """Run in a new process: the first blend at each size, then a second mask of the
+    same size class (another shape: no new compile), one line of JSON each."""
+    import json
+
+    enable_compilation_cache()
+    for n in sizes:
+        src8, tgt8, mask = inputs(data, n)
+        src, tgt = im.to_float(src8), im.to_float(tgt8)
+        w, _, res = timed(poisson.blend, src, tgt, mask)
+        other = np.zeros_like(mask)  # a different shape, a few pixels smaller per side
+        other[3:-5, 2:-6] = mask[3:-5, 2:-6]
+        w2, _, _ = timed(poisson.blend, src, tgt, other)
+        w3, _, _ = timed(poisson.blend, src, tgt, mask)
+        print(json.dumps({"n": n, "first": w, "other_shape": w2, "again": w3}), flush=True)
+    return 0
+
+
+def first_calls(data: Path, sizes):
+    """First calls in new processes: with an empty compilation cache, then with the cache
+    the first process filled (``IMSYN_CACHE_DIR`` points both at a fresh directory)."""
+    import json
+    import subprocess
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, IMSYN_CACHE_DIR=tmp)
+        for label in ("empty cache", "cache hit"):
+            cmd = [sys.executable, __file__, "--first-call-child", "--data", str(data)]
+            cmd += ["--sizes", ",".join(map(str, sizes))]
+            t0 = time.perf_counter()
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            total = time.perf_counter() - t0
+            lines = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+            out[label] = (lines, total)
+    print("\nfirst calls in a new process (persistent compilation cache in a fresh directory)")
+    print("| cache | unknowns | first blend s | then another mask shape s | the first again s |")
+    print("|---|---|---|---|---|")
+    for label, (lines, _) in out.items():
+        for x in lines:
+            print(
+                f"| {label} | {x['n']}² | {x['first']:.2f} | {x['other_shape']:.2f} "
+                f"| {x['again']:.2f} |"
+            )
+    for label, (_, total) in out.items():
+        print(f"process wall time, {label} (imports, inputs, all calls): {total:.1f} s")
 
 
 def toy_check(data: Path):
@@ -261,36 +327,44 @@ def figures(data: Path, out_dir: Path):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="256² and 512² only, 1 repeat")
+    ap.add_argument("--quick", action="store_true", help="512² and 1024² only, 3 rounds")
     ap.add_argument("--data", default=None, help="course data (default: python -m imsyn data path)")
     ap.add_argument("--figures", default=None, help="write comparison PNGs here (docs/img)")
     ap.add_argument("--sizes", default=None, help="comma-separated region sides, e.g. 256,1024")
-    ap.add_argument("--repeats", type=int, default=None)
-    ap.add_argument("--no-spsolve", action="store_true", help="skip the direct reference")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7)")
+    ap.add_argument(
+        "--spsolve-max", type=int, default=1024, help="exact reference up to this side (0: none)"
+    )
+    ap.add_argument("--no-first-call", action="store_true", help="skip the new-process timings")
+    ap.add_argument("--first-call-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
         from imsyn.course_data import data_dir
 
         args.data = str(data_dir())
-    enable_compilation_cache()
     data = Path(args.data)
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([512, 1024] if args.quick else [512, 1024, 2048])
+    )
+    if args.first_call_child:
+        return first_call_child(data, sizes)
+    enable_compilation_cache()
     if not (data / "poisson").is_dir():
         print(
             f"error: {data}/poisson not found (python -m imsyn data fetch poisson, or --data)",
             file=sys.stderr,
         )
         return 2
-    sizes = (
-        [int(s) for s in args.sizes.split(",")]
-        if args.sizes
-        else ([256, 512] if args.quick else [256, 512, 1024])
-    )
-    repeats = args.repeats or (1 if args.quick else 3)
-    print(f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads); best of {repeats} runs")
+    rounds = args.rounds or (3 if args.quick else 7)
+    print(f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs")
     print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     toy_check(data)
-    rows = bench_sizes(data, sizes, repeats, not args.no_spsolve)
-    print_table(rows)
+    rows = bench_sizes(data, sizes, rounds, args.spsolve_max)
+    print_table(rows, rounds)
+    if not args.no_first_call:
+        first_calls(data, sizes)
     print("load average at end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     if args.figures:
         figures(data, Path(args.figures))

@@ -283,7 +283,7 @@ def test_pcg_matches_jax_cg_and_compiles_once(rng):
     lv = poisson._fine_level(omega, inimg, 0.0)
     levels = [lv, poisson._coarsen(lv)]
     levels.append(poisson._coarsen(levels[-1]))
-    inv = poisson._dense_inverse(levels[-1])
+    inv = poisson._coarse_factor(levels[-1])
 
     @jax.jit
     def precond(r):
