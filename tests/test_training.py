@@ -454,16 +454,15 @@ def test_sweep_configs_and_comparison_page(reference, blobs, tmp_path):
     write_hparams(tmp_path, [("a", runs[0][1]), ("b", runs[3][1])], ["norm", "spectral_norm"])
     for name, norm, spectral in (("a", "instance", False), ("b", "none", True)):
         acc = EventAccumulator(str(tmp_path / name)).Reload()
-        content = acc.PluginTagToContent("hparams")
-        start = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/session_start_info"]
-        ).session_start_info
-        assert start.hparams["norm"].string_value == norm
-        assert start.hparams["spectral_norm"].bool_value is spectral
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(
-            content["_hparams_/experiment"]
-        ).experiment
-        assert "eval/kid" in {m.name.tag for m in experiment.metric_infos}
+        records = [
+            plugin_data_pb2.HParamsPluginData.FromString(c)
+            for c in acc.PluginTagToContent("hparams").values()
+        ]
+        filled = {r.WhichOneof("data"): getattr(r, r.WhichOneof("data")) for r in records}
+        (values,) = [f.hparams for f in filled.values() if hasattr(f, "hparams")]
+        assert values["norm"].string_value == norm
+        assert values["spectral_norm"].bool_value is spectral
+        assert "eval/kid" in {m.name.tag for m in filled["experiment"].metric_infos}
         (kid_event,) = acc.Scalars("eval/kid")
         assert kid_event.step == STEPS and kid_event.value == pytest.approx(kid, rel=1e-6)
 
