@@ -587,3 +587,36 @@ def test_numpy_scalars_are_numbers_and_change_nothing(rng):
         poisson.solve_guided(tgt, tgt, tgt, _random_mask(rng), tol=0.0)
     res = poisson.solve_guided(tgt, *poisson._grads(tgt), _random_mask(rng), tol=0, atol=1e-4)
     assert res.converged
+
+
+@pytest.mark.parametrize("mode", ["poisson", "mixed"])
+def test_box_padded_beyond_its_size_class_gives_the_same_result(rng, mode):
+    # a bucket is the mask's box padded with cells outside the image; padding it further
+    # (here by one more block of 2^levels cells per side, a different compiled shape) must
+    # not change the solution: the padding is identity rows and no guidance crosses into it
+    src, tgt = _smooth_image(rng), _smooth_image(rng)
+    mask = _random_mask(rng)
+    ref = _spsolve(tgt, *poisson._grads(src), mask) if mode == "poisson" else None
+    exact = poisson.blend(src, tgt, mask, mode=mode)
+    size_class = poisson._size_class
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(poisson, "_size_class", lambda n, lv: size_class(n, lv) + (1 << lv))
+        padded = poisson.blend(src, tgt, mask, mode=mode)
+    assert exact.converged and padded.converged
+    assert np.abs(padded.image - exact.image).max() <= 1e-4
+    np.testing.assert_array_equal(padded.image[~mask], tgt[~mask])
+    if ref is not None:
+        assert np.abs(padded.image - ref).max() <= TOL
+
+
+def test_blend_start_guess_saves_iterations_and_keeps_the_answer(rng):
+    # blend starts CG from the source shifted by the mean boundary difference; the same
+    # problem through solve_guided (source gradients, CG from zero) is the control
+    src, tgt = _smooth_image(rng), _smooth_image(rng) * 0.5 + 0.4
+    mask = _random_mask(rng, holes=False)
+    blended = poisson.blend(src, tgt, mask)
+    control = poisson.solve_guided(tgt, *poisson._grads(src), mask)
+    assert blended.converged and control.converged
+    assert blended.iterations < control.iterations
+    assert np.abs(blended.image - control.image).max() <= 1e-4
+    assert np.abs(blended.image - _spsolve(tgt, *poisson._grads(src), mask)).max() <= TOL
