@@ -74,8 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = arg or ""
     if arg not in ("", "quick"):
         raise ValueError(f"unknown preset {arg!r}; choose one of ['quick']")
-    # every field: imsyn/tasks/writeup.py; the nested task configs are the shipped ones
-    # (config.a3.dcgan is configs/dcgan.py:grumpy, ...)
+    # every field: imsyn/tasks/writeup/ (each section's in a1.py ... a5.py); the nested task
+    # configs are the shipped ones (config.a3.dcgan is configs/dcgan.py:grumpy, ...)
     c = validate.make_config(writeup.FIELDS)
     if arg == "quick":
         c.name, c.preset = "writeup_quick", "quick"

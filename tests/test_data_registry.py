@@ -312,7 +312,7 @@ def test_write_up_reads_the_fetched_copy_by_default(tmp_path, env, copy, monkeyp
     config = ml_collections.ConfigDict(config.to_dict())
     config.only = "a2"
     with pytest.raises(ConfigError, match=r"data fetch poisson"):
-        writeup.validate_config(config)
+        writeup.validate(config)
     # a copy of the course's layout for section a2 and the cats every A3 config reads (their
     # validation loads the images), with a registry of its own
     import io
@@ -343,4 +343,4 @@ def test_write_up_reads_the_fetched_copy_by_default(tmp_path, env, copy, monkeyp
     (tmp_path / "reg.json").write_text(json.dumps(reg))
     _use(monkeypatch, tmp_path / "reg.json")
     assert main(["data", "fetch", "course", "--from", str(copy)]) == 0
-    writeup.validate_config(config)
+    writeup.validate(config)

@@ -20,6 +20,7 @@ from PIL import Image
 from imsyn.experiments import main
 from imsyn.outputs import LOCK_NAME
 from imsyn.tasks import writeup
+from imsyn.tasks.writeup import a2
 
 TINY = {
     "a3.dcgan_settings": "deluxe_diffaug",
@@ -225,7 +226,7 @@ def test_interrupted_redo_continues_where_it_stopped(built, data_root, capfd, mo
     def interrupted(ctx, sub):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(writeup, "a2_color2gray", interrupted)
+    monkeypatch.setattr(a2, "color2gray", interrupted)
     assert main(_argv(built, data_root, only="a2"), "eval") == 130
     first = re.findall(r"writeup: \d+/\d+ (\S+)", capfd.readouterr().err)
     assert first == ["a2/toy", "a2/blend", "a2/color2gray"]

@@ -12,6 +12,8 @@ it. The algorithms themselves live in the library modules, which import nothing 
 * :mod:`imsyn.tasks.cyclegan`: CycleGAN (A3), algorithm in :mod:`imsyn.gan`.
 * :mod:`imsyn.tasks.nst`: neural style transfer (A4), algorithm in :mod:`imsyn.nst`.
 * :mod:`imsyn.tasks.editing`: GAN photo editing (A5), algorithm in :mod:`imsyn.editing`.
+* :mod:`imsyn.tasks.writeup`: the course write-up, every experiment of the five on one page;
+  a package with a module per section (``a1`` ... ``a5``), the planner and the page.
 
 A1 (:mod:`imsyn.align`) and A2 (:mod:`imsyn.poisson`) have no training run; their drivers are
 the CLIs in :mod:`imsyn.cli`.
