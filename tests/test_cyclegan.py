@@ -418,7 +418,7 @@ def test_train_then_eval_writes_paired_metrics_and_report(tmp_path, capsys, monk
         ({"discriminator": "resnet"}, "config.discriminator"),
         ({"lambda_cycle": -1.0}, "config.lambda_cycle"),
         ({"image_size": 24}, "config.image_size"),
-        ({"batch_size": 4}, "fewer than one batch"),  # 3 test emoji in face-smiling
+        ({"batch_size": 12}, "fewer than one batch"),  # 11 training emoji in face-smiling
         ({"batch_size": 10**6, "image_size": 64}, "--config.batch_size="),
         ({"diffaug": "colour"}, "config.diffaug must be"),
         ({"features": "inception"}, "config.features"),
@@ -442,6 +442,13 @@ def test_empty_domain_is_refused(tmp_path, capsys, monkeypatch):
     wd = tmp_path / "run"
     rc, err = _run("train", {**_TINY, "data_y": f"folder:{empty}"}, wd, capsys, monkeypatch)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "empty" in err, err
+    assert not wd.exists()
+    # a held-out split of one image cannot be evaluated (FID/KID): refused before training
+    _write_domain(tmp_path / "one" / "train", 10, (0.5, 0.5, 0.5), np.random.default_rng(0))
+    _write_domain(tmp_path / "one" / "test", 1, (0.5, 0.5, 0.5), np.random.default_rng(1))
+    one = {**_TINY, "data_y": f"folder:{tmp_path / 'one'}"}
+    rc, err = _run("train", one, wd, capsys, monkeypatch)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "test split has 1 image" in err, err
     assert not wd.exists()
 
 

@@ -243,8 +243,8 @@ def check_domains(sources: dict, *, batch_size: int) -> None:
     """Checks the ``{(domain, split): Source}`` of both domains before training.
 
     Raises:
-      ConfigError: a domain (or its test split) is empty or smaller than one batch, or the
-        two domains deliver images of different shapes.
+      ConfigError: a domain's training split is smaller than one batch, its test split
+        has fewer than 2 images, or the two domains deliver images of different shapes.
     """
     names = {"x": "config.data", "y": "config.data_y"}
     shapes = {}
@@ -252,7 +252,11 @@ def check_domains(sources: dict, *, batch_size: int) -> None:
         n = len(src)
         if n == 0:
             raise ConfigError(f"{names[dom]} ({src.name}): the {split} split is empty")
-        if n < batch_size:
+        if split == "test" and n < 2:
+            raise ConfigError(
+                f"{names[dom]} ({src.name}): the test split has 1 image; FID/KID need at least 2"
+            )
+        if split == "train" and n < batch_size:  # the evaluation translates any number
             raise ConfigError(
                 f"{names[dom]} ({src.name}): the {split} split has {n} images, fewer than "
                 f"one batch (batch_size={batch_size})"
