@@ -82,7 +82,7 @@ PRESETS = {
         "augment": "deluxe",
         "checkpoint_every": 500,
         "sample_every": 500,
-        "eval_samples": 1000,  # generated; against all 204 training images
+        "eval_samples": 500,  # generated; against all 204 training images
     },
 }
 

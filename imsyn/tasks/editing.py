@@ -130,7 +130,9 @@ FIELDS = {
     "pixel_loss": Decl("l2", one_of(*editing.PIXEL_LOSSES), "pixel loss"),
     "pixel_weight": Decl(1.0, RULES["pixel_weight"], "weight of the pixel loss"),
     "perceptual_weight": Decl(
-        0.1, RULES["perceptual_weight"], "weight of the VGG-19 perceptual loss"
+        0.01,
+        RULES["perceptual_weight"],
+        "weight of the VGG-19 perceptual loss (docs/editing.md: chosen on held-out emoji)",
     ),
     "perceptual_layers": Decl(
         ",".join(editing.DEFAULT_LAYERS),
