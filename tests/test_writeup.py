@@ -9,6 +9,7 @@ before any compute.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -157,6 +158,9 @@ def test_page_has_every_section_and_every_linked_file(built):
         assert f'id="{section}"' in page and f'href="#{section}"' in page  # body + contents
         assert title.split("·")[1].strip() in page
     assert "not run yet" not in page
+    # the quick page says what its short GAN runs cannot show, with the full-length numbers
+    for note in writeup.sections.QUICK_NOTES.values():
+        assert html.escape(note) in page
     links = re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
     assert len(links) > 40
     missing = [link for link in links if not (built / link).is_file()]

@@ -11,7 +11,7 @@ from imsyn import report
 from imsyn.image import write_json, write_text
 from imsyn.tasks.writeup.plan import experiments
 from imsyn.tasks.writeup.records import Exp, finished, jsonable, split, state
-from imsyn.tasks.writeup.sections import GROUPS, NETWORKS, SECTIONS
+from imsyn.tasks.writeup.sections import GROUPS, NETWORKS, QUICK_NOTES, SECTIONS
 
 
 def _group(exp: Exp) -> str:
@@ -79,6 +79,8 @@ def write_page(config, workdir) -> dict:
         for g, members in groups.items():
             head = GROUPS.get(g) or members[0].title
             parts.append(f"<h3>{html.escape(head)}</h3>")
+            if config.preset == "quick" and g in QUICK_NOTES:
+                parts.append(f'<p class="note">{html.escape(QUICK_NOTES[g])}</p>')
             rows, notes, cmds = {}, set(), []
             for e in members:
                 st = states.get(e.id)

@@ -7,7 +7,9 @@ of the sections before it, for an experiment that reads their outputs), or, for 
 that calls a library (A1, A2), ``EXPERIMENTS``: the name of each (its sub-workdir and its
 function in the module) -> its title; and where it has them, ``DATA``, what it reads under
 ``config.data_root`` (checked before any compute), ``NETWORKS``, the pretrained networks it
-needs, and ``GROUPS``, the page's heading of each group of its experiments.
+needs, ``GROUPS``, the page's heading of each group of its experiments, and
+``QUICK_NOTES``, what the page of the ``quick`` preset says under a group's heading (what
+its short runs cannot show, with the measured numbers of the full-length ones).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ NETWORKS = {section: m.NETWORKS for section, m in MODULES.items() if hasattr(m, 
 DATA = {section: m.DATA for section, m in MODULES.items() if hasattr(m, "DATA")}
 #: the page's heading of each group of experiments
 GROUPS = {group: head for m in MODULES.values() for group, head in getattr(m, "GROUPS", {}).items()}
+#: the ``quick`` page's note under a group's heading
+QUICK_NOTES = {g: n for m in MODULES.values() for g, n in getattr(m, "QUICK_NOTES", {}).items()}
 
 
 def _sections_field(v):
