@@ -301,7 +301,7 @@ def torch_file_kind(path: str | os.PathLike) -> str | None:
     return "checkpoint"
 
 
-_KIND_WORDS = {
+KIND_WORDS = {
     "torchscript": "a PyTorch TorchScript archive (a whole network with its code)",
     "checkpoint": "a PyTorch checkpoint (torch.save)",
     "legacy": "a PyTorch checkpoint (torch.save, the format before PyTorch 1.6)",
@@ -333,7 +333,7 @@ def read_torch_weights(path: str | os.PathLike, *, what: str, convert: str) -> d
     kind = torch_file_kind(path)
     if kind is None:
         raise InputError(f"{path}: not a readable {what} (not a PyTorch file)")
-    words = _KIND_WORDS[kind]
+    words = KIND_WORDS[kind]
     what = f"{'an' if what[0].lower() in 'aeiou' else 'a'} {what}"
     if kind == "torchscript":
         raise InputError(f"{path}: {words}, not {what}; {convert}")

@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from imsyn import safe_pickle
 from imsyn.errors import ConfigError, InputError
 
 #: the ``format`` of an exported file's record, and its version (readers refuse newer ones)
@@ -277,6 +278,12 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 def _read_header(p: Path, data: bytes) -> dict:
     """The JSON header of a safetensors file (InputError if it is not one)."""
     not_one = f"model file {p}: not an imsyn model file (not a safetensors file)"
+    kind = safe_pickle.torch_file_kind(p)
+    if kind is not None:  # a PyTorch file: say so, and what an imsyn model file is
+        raise InputError(
+            f"model file {p} is {safe_pickle.KIND_WORDS[kind]}, not an imsyn model: give a run "
+            "folder, or a file written by `python -m imsyn export --model RUN --out FILE`"
+        )
     if len(data) < 8:
         raise InputError(not_one)
     (n,) = struct.unpack("<Q", data[:8])

@@ -217,6 +217,7 @@ def test_damaged_or_foreign_model_files_are_refused(cg_export, tmp_path, rng, ca
         "foreign.safetensors": save({"w": np.zeros(3, np.float32)}),
         "png.safetensors": (src / "odd.png").read_bytes(),
         "empty.safetensors": b"",
+        "cyclegan.pth": _torch_save_layout(tmp_path / "torch.zip"),  # a PyTorch checkpoint
     }
     for name, content in files.items():
         bad = tmp_path / name
@@ -225,7 +226,20 @@ def test_damaged_or_foreign_model_files_are_refused(cg_export, tmp_path, rng, ca
         argv = ["translate", "--model", str(bad), str(src), "--out-dir", str(out)]
         line = _one_line_refusal(capsys, argv, str(bad))
         assert "damaged" in line or "not an imsyn model" in line or "truncated" in line, line
+        if name.endswith(".pth"):
+            assert "a PyTorch checkpoint (torch.save)" in line and "imsyn export" in line, line
         assert not out.exists()
+
+
+def _torch_save_layout(path) -> bytes:
+    """The bytes of a zip laid out as ``torch.save`` writes it (no torch needed)."""
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"g_xy": 0}))
+        z.writestr("archive/version", "3\n")
+    return path.read_bytes()
 
 
 def test_translate_refuses_a_dcgan_and_sample_a_cyclegan(cg_export, dcgan_run, tmp_path, capsys):
