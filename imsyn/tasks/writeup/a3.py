@@ -73,6 +73,15 @@ GROUPS = {
 #: recipe's result, so the measured numbers of the full-length runs (docs/cyclegan.md,
 #: docs/benchmarks.md) stand beside them
 QUICK_NOTES = {
+    "dcgan": (
+        "quick trains these at 32 px with 16-wide networks for 1200 steps and one seed, which "
+        "cannot rank them: even at 64 px and 3000 steps three seeds do not (each setting's "
+        "seeds spread wider than the settings' means). There (python train.py "
+        "--config=configs/dcgan.py:grumpy --config.num_steps=3000), seeds 0-2, FID of 500 "
+        "generated against all 204 training images: basic 263.7 ± 17.6, deluxe "
+        "254.3 ± 11.5, deluxe + DiffAugment 261.8 ± 22.9. Measured 2026-12-07 "
+        "(docs/benchmarks.md)."
+    ),
     "cyclegan": (
         "quick trains these at 32 px with 16-wide networks for 600 steps: a check that the "
         "recipe runs, not its result. Its CPU preset (python train.py "
