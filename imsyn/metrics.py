@@ -336,6 +336,20 @@ class InceptionFeatures:
 PROGRESS_MIN_IMAGES = 128  #: calls on at least this many images show a progress line
 
 
+def source_features(extractor, images, indices, *, chunk: int = 256) -> np.ndarray:
+    """Features ``[len(indices), D]`` of ``images[i]`` (uint8 ``[H, W, 3]`` each, e.g. an
+    :mod:`imsyn.data` source, decoded on access) for ``i`` in ``indices``, read ``chunk`` at a
+    time: memory follows the chunk, not the number of images."""
+    from imsyn.image import to_float, to_network
+
+    indices = [int(i) for i in indices]
+    parts = [
+        np.asarray(extractor(to_network(to_float(np.stack([images[i] for i in part])))))
+        for part in (indices[j : j + chunk] for j in range(0, len(indices), chunk))
+    ]
+    return np.concatenate(parts)
+
+
 def _batched(fn, images, bs: int, *, desc: str = "") -> jax.Array:
     """``fn`` over ``images`` float32[N,H,W,3] in chunks of ``bs``, padding the last chunk
     so that every call has one compiled shape; with ``desc``, long calls show progress."""

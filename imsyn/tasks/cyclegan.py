@@ -645,12 +645,13 @@ def _domain_features(extractor, sources: dict, dom: str, *, limit: int, seed: in
     parts = [sources[dom, "train"]]
     if not getattr(sources[dom, "test"], "test_is_train", False):
         parts.append(sources[dom, "test"])
-    index = [(p, i) for p in parts for i in range(len(p))]
-    pick = _subset(len(index), limit, seed=seed)
-    feats = [
-        _features(extractor, to_float(np.stack([p[i] for p, i in (index[k] for k in chunk)])))
-        for chunk in np.array_split(pick, max(1, -(-len(pick) // 256)))
-    ]
+    pick = _subset(sum(len(p) for p in parts), limit, seed=seed)  # over the parts in order
+    feats, start = [], 0
+    for p in parts:
+        own = pick[(pick >= start) & (pick < start + len(p))] - start
+        if len(own):
+            feats.append(metrics.source_features(extractor, p, own))
+        start += len(p)
     return np.concatenate(feats)
 
 

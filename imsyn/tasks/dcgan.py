@@ -36,7 +36,7 @@ from flax import nnx
 
 from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
-from imsyn.image import make_grid, to_float, to_network, write_image
+from imsyn.image import make_grid, to_network, write_image
 from imsyn.models.dcgan import IMAGE_SIZES, Z_DIM
 from imsyn.models.layers import DTYPES, NORMS
 from imsyn.training import loop
@@ -290,9 +290,8 @@ class DCGANTask:
         source = self.source(config)
         n_real = len(source) if config.eval_real == 0 else min(config.eval_real, len(source))
         picks = np.sort(np.random.default_rng(config.seed).choice(len(source), n_real, False))
-        real = np.stack([to_network(to_float(source[int(i)])) for i in picks])
         n_fake = config.eval_samples
-        f_real = extractor(real)
+        f_real = metrics.source_features(extractor, source, picks)
         f_fake = extractor(
             to_network(self.generate(state, _noise(config.seed, EVAL_STREAM, n_fake), config))
         )
