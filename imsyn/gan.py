@@ -303,6 +303,7 @@ def make_cyclegan(
     norm: str = "instance",
     padding_mode: str = "reflect",
     g_skip: str = "none",
+    g_align: str = "none",
     discriminator: str = "patch",
     spectral_norm: bool = False,
     key: jax.Array,
@@ -313,7 +314,11 @@ def make_cyclegan(
       image_size: side of the images (the ``dc`` discriminator is built for it: 32 or 64).
       g_conv_dim, d_conv_dim: base widths of the generators and discriminators.
       n_blocks, block_convs, padding_mode: the generators' residual blocks.
-      g_skip: the generators' skip: "none" (the course's) or "unet" (around the bottleneck).
+      g_skip: the generators' skip: "none" (the course's), "unet" (around the bottleneck) or
+        "unet_full" (also the input at full resolution).
+      g_align: "none", or "zoom": each generator learns a zoom (scale and shift) of its
+        input, for domains that frame their subject differently; the identity loss applies
+        to the restyling after it.
       norm: "instance", "batch" or "none" (all four networks).
       discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70) or "dc".
       spectral_norm: spectral normalisation on every discriminator conv.
@@ -336,6 +341,7 @@ def make_cyclegan(
         padding_mode=padding_mode,
         block_convs=block_convs,
         skip=g_skip,
+        align=g_align,
     )
     disc = models.get(DISCRIMINATORS[discriminator])
     d_kw = dict(conv_dim=d_conv_dim, norm=norm, spectral_norm=spectral_norm)
@@ -360,6 +366,7 @@ def init_cyclegan_state(
     *,
     pool_size: int = 0,
     image_shape: tuple[int, int, int] | None = None,
+    ema: bool = False,
 ) -> dict:
     """The training state of :func:`make_cyclegan_step` (copies: the modules stay untouched).
 
@@ -367,7 +374,8 @@ def init_cyclegan_state(
 
         {"g_xy", "g_yx", "d_x", "d_y": nnx.State,
          "opt_g": optax state of {"g_xy", "g_yx"} params, "opt_d": of {"d_x", "d_y"},
-         "pool_x", "pool_y": float32[pool_size, H, W, C], "pool_n": int32}   # if pool_size
+         "pool_x", "pool_y": float32[pool_size, H, W, C], "pool_n": int32,   # if pool_size
+         "ema": {"g_xy", "g_yx": nnx.State of params}, "ema_n": int32}     # if ema
 
     Raises:
       ValueError: ``pool_size`` > 0 without ``image_shape``.
@@ -382,7 +390,34 @@ def init_cyclegan_state(
         for name in ("pool_x", "pool_y"):
             state[name] = jnp.zeros((pool_size, *image_shape), jnp.float32)
         state["pool_n"] = jnp.zeros((), jnp.int32)
+    if ema:  # the generators' parameters, averaged over training (see make_cyclegan_step)
+        state["ema"] = {k: jax.tree.map(jnp.array, _params(state[k])) for k in ("g_xy", "g_yx")}
+        state["ema_n"] = jnp.zeros((), jnp.int32)
     return state
+
+
+def tie_zoom(params: dict) -> dict:
+    """``{"g_xy", "g_yx"}`` parameters with F's zoom the inverse of G's (when they have one).
+
+    With ``g_align="zoom"`` one learned scale relates the domains' framing: G zooms X by it
+    and F zooms Y by its inverse, so the cycle F(G(x)) is indifferent to it and only the
+    adversarial losses move it (two free scales would be held at 1 by the cycle loss, each
+    waiting for the other). F's own zoom parameter is overwritten (its gradient flows to G's).
+    """
+    if "zoom" not in params["g_xy"]:
+        return params
+    g_yx = jax.tree.map(lambda a: a, params["g_yx"])  # a new tree, the same structure
+    zoom = params["g_xy"]["zoom"]
+    g_yx["zoom"] = zoom.replace(-zoom[...])
+    return {**params, "g_yx": g_yx}
+
+
+def cyclegan_generators(state: dict) -> dict:
+    """``{"g_xy", "g_yx": nnx.State}`` to translate with: the moving averages of the
+    parameters when the state keeps them (``ema``), else the trained parameters."""
+    if "ema" not in state:
+        return {k: state[k] for k in ("g_xy", "g_yx")}
+    return {k: nnx.merge_state(state[k], state["ema"][k]) for k in ("g_xy", "g_yx")}
 
 
 def pool_query(pool: jax.Array, count: jax.Array, fakes: jax.Array, key: jax.Array):
@@ -434,6 +469,7 @@ def make_cyclegan_step(
     lambda_identity: float = 0.0,
     diffaug: str = "",
     dtype: str = "float32",
+    ema_decay: float = 0.0,
 ) -> Step:
     """The CycleGAN training step, as a pure function.
 
@@ -451,8 +487,12 @@ def make_cyclegan_step(
        so this is the gradient of a second forward pass at a fraction of the cost.
 
     The image pool is used when the state has one (``pool_size`` of
-    :func:`init_cyclegan_state`); every network's non-parameter state (batch-norm statistics,
-    spectral-norm vectors) enters the traced functions as plain arrays (``nnx.as_pure``).
+    :func:`init_cyclegan_state`). When the state keeps moving averages of the generators'
+    parameters (``ema``), they are updated after step 3 with decay ``min(ema_decay,
+    (1 + t) / (10 + t))`` at update ``t`` (TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``: short runs are not dominated by the initial weights). Every network's
+    non-parameter state (batch-norm statistics, spectral-norm vectors) enters the traced
+    functions as plain arrays (``nnx.as_pure``).
 
     Args:
       defs: :class:`CycleGAN` of the four graphdefs (``nnx.graphdef``).
@@ -465,6 +505,7 @@ def make_cyclegan_step(
       dtype: compute dtype, "float32" or "bfloat16" (mixed precision: every network call
         casts its input to bfloat16 and its output back to float32, so parameters, optimizer
         state, gradients, the image pool and all losses stay float32).
+      ema_decay: decay of the generators' parameter averages (used when the state has them).
 
     Returns:
       ``step(state, batch, key) -> (state, metrics)``: state as :func:`init_cyclegan_state`;
@@ -478,6 +519,8 @@ def make_cyclegan_step(
         raise ValueError(f"loss must be one of {losses.GAN_LOSSES}, got {loss!r}")
     if not (lambda_cycle >= 0 and lambda_identity >= 0):
         raise ValueError(f"loss weights must be >= 0, got {lambda_cycle=}, {lambda_identity=}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     parse_policy(diffaug)
     lam_cyc, lam_id = float(lambda_cycle), float(lambda_identity)
     graphdefs = defs._asdict()
@@ -486,20 +529,26 @@ def make_cyclegan_step(
     def augment(x, key):
         return diff_augment(x, key, diffaug) if diffaug else x
 
-    def run(name, params, rest, x):
-        """One network on ``x``: its output and its updated non-parameter state."""
+    def run(name, params, rest, x, frame=None):
+        """One network on ``x``: its output and its updated non-parameter state. With
+        ``frame``, a generator zooms (``frame``) the first ``frame`` images of ``x`` and
+        restyles them all: the identity passes ride along without the zoom."""
         m = nnx.merge(graphdefs[name], nnx.as_pure(params), nnx.as_pure(rest))
+        if frame is not None:
+            x = jnp.concatenate([m.frame(x[:frame]), x[frame:]])
+            return apply_in(m.restyle, x, cdt), nnx.state(m, nnx.Not(nnx.Param))
         return apply_in(m, x, cdt), nnx.state(m, nnx.Not(nnx.Param))
 
     def generate(pg, rest, x, y):
         """The generator passes: {fake_y, fake_x[, rec_x, rec_y][, id_y, id_x]}, new states."""
+        pg = tie_zoom(pg)
         rxy, ryx = rest["g_xy"], rest["g_yx"]
         out = {}
         if lam_id > 0:  # G(x) and G(y) in one call (instance norm: per example)
             n = x.shape[0]
-            both, rxy = run("g_xy", pg["g_xy"], rxy, jnp.concatenate([x, y]))
+            both, rxy = run("g_xy", pg["g_xy"], rxy, jnp.concatenate([x, y]), frame=n)
             out["fake_y"], out["id_y"] = both[:n], both[n:]
-            both, ryx = run("g_yx", pg["g_yx"], ryx, jnp.concatenate([y, x]))
+            both, ryx = run("g_yx", pg["g_yx"], ryx, jnp.concatenate([y, x]), frame=n)
             out["fake_x"], out["id_x"] = both[:n], both[n:]
         else:
             out["fake_y"], rxy = run("g_xy", pg["g_xy"], rxy, x)
@@ -568,7 +617,7 @@ def make_cyclegan_step(
         (g_total, g_metrics), g_out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outs)
         (g_grads,) = g_vjp(g_out_grads)
         g_updates, g_opt = opt_g.update(g_grads, state["opt_g"], pg)
-        pg = optax.apply_updates(pg, g_updates)
+        pg = tie_zoom(optax.apply_updates(pg, g_updates))
 
         new_state = {
             **{k: nnx.merge_state(pg[k], g_rest[k]) for k in ("g_xy", "g_yx")},
@@ -577,6 +626,13 @@ def make_cyclegan_step(
             "opt_d": d_opt,
             **pools,
         }
+        if "ema" in state:
+            t = state["ema_n"].astype(jnp.float32)
+            decay = jnp.minimum(ema_decay, (1.0 + t) / (10.0 + t))
+            new_state["ema"] = jax.tree.map(
+                lambda e, p: e + (1.0 - decay) * (p - e), state["ema"], pg
+            )
+            new_state["ema_n"] = state["ema_n"] + 1
         return new_state, {"d_loss": d_total, "g_loss": g_total, **d_metrics, **g_metrics}
 
     return step
@@ -627,6 +683,39 @@ def channel_stats(images) -> ChannelStats:
         raise ValueError("channel_stats needs at least one image")
     mean = s / n
     return ChannelStats(mean, np.sqrt(np.maximum(s2 / n - mean**2, 0.0)))
+
+
+def framing(images) -> float:
+    """How far a domain's subjects spread from the image centre: the mean, over images, of the
+    RMS distance (in image sides) of the foreground pixels from the centre.
+
+    Foreground: pixels whose colour differs by more than 0.1 (any channel) from the median
+    colour of the image's one-pixel border — the background of an emoji or a product shot;
+    a photo filled to its border has no such background, and its framing is not measured.
+
+    Args:
+      images: float ``[N, H, W, C]`` in [0, 1], or an iterable of such chunks.
+
+    Raises:
+      ValueError: no image with a foreground pixel.
+    """
+    chunks = [images] if isinstance(images, np.ndarray) else images
+    radii = []
+    for c in chunks:
+        c = np.asarray(c, np.float32)
+        n, h, w, _ = c.shape
+        border = np.concatenate([c[:, 0], c[:, -1], c[:, :, 0], c[:, :, -1]], axis=1)
+        fg = (np.abs(c - np.median(border, axis=1)[:, None, None]).max(-1) > 0.1).astype(np.float64)
+        yy = (np.arange(h) + 0.5) / h - 0.5
+        xx = (np.arange(w) + 0.5) / w - 0.5
+        r2 = yy[:, None] ** 2 + xx[None, :] ** 2
+        count = fg.sum(axis=(1, 2))
+        keep = count > 0
+        radii.append(np.sqrt((fg * r2).sum(axis=(1, 2))[keep] / count[keep]))
+    radii = np.concatenate(radii) if radii else np.zeros(0)
+    if not len(radii):
+        raise ValueError("framing needs at least one image with a foreground")
+    return float(radii.mean())
 
 
 def color_transfer(images: np.ndarray, src: ChannelStats, dst: ChannelStats) -> np.ndarray:

@@ -56,7 +56,10 @@ FORMAT_VERSION = 1
 #: task -> the networks an export holds
 NETWORKS = {"cyclegan": ("g_xy", "g_yx"), "dcgan": ("g",)}
 #: task -> fields added after runs of it were written, with the value earlier code implied
-LEGACY = {"cyclegan": {"g_skip": "none"}, "dcgan": {"generator": "dcgan_generator"}}
+LEGACY = {
+    "cyclegan": {"g_skip": "none", "g_align": "none", "ema_decay": 0.0},
+    "dcgan": {"generator": "dcgan_generator"},
+}
 #: side lengths a CycleGAN generator takes are multiples of this
 MULTIPLE = 4
 _CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -237,6 +240,10 @@ def load_run(run: str | os.PathLike) -> Model:
         state, meta = ckpts.restore(mod.init_state(cfg, jax.random.key(0)))
     finally:
         ckpts.close()
+    if task == "cyclegan":  # the parameter averages when the run keeps them
+        from imsyn.gan import cyclegan_generators
+
+        state = {**state, **cyclegan_generators(state)}
     states = {n: state[n] for n in NETWORKS[task]}
     return Model(task, cfg, arch, int(meta["step"]), states, str(wd))
 
@@ -261,7 +268,7 @@ def _flat(states: dict) -> dict[str, np.ndarray]:
     out = {}
     for net, state in states.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-            out[f"{net}.{_key_name(path)}"] = np.ascontiguousarray(np.asarray(leaf))
+            out[f"{net}.{_key_name(path)}"] = np.asarray(leaf, order="C")  # (0-d stays 0-d)
     return out
 
 
@@ -269,7 +276,7 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 (hex) of named arrays: name, dtype, shape and bytes of each, by name."""
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name], order="C")
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()

@@ -95,6 +95,140 @@ def test_unet_skip_carries_detail_around_the_bottleneck():
         models.get("cycle_resnet")(conv_dim=8, skip="add", rngs=r)
 
 
+def test_full_unet_skip_passes_the_input_at_full_resolution():
+    g = models.get("cycle_resnet")(conv_dim=8, n_blocks=1, skip="unet_full", rngs=nnx.Rngs(0))
+    assert g.out.kernel.shape[2] == 4 + 3  # conv_dim // 2 features and the input
+    g.up2.conv.kernel[...] = jnp.zeros_like(g.up2.conv.kernel[...])  # cut the decoder off
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 3)), jnp.float32)
+    x2 = x.at[0, 5, 9, 0].add(0.5)  # one input pixel
+    changed = np.argwhere(np.abs(np.asarray(g(x2) - g(x)))[0].max(-1) > 1e-6)
+    # only the last 3x3 conv reaches the output: the pixel's 3x3 neighbourhood changes
+    assert len(changed) and (np.abs(changed - [5, 9]) <= 1).all(), changed
+
+
+def test_zoom_known_answers_and_gradient():
+    from imsyn.models.cyclegan import zoom
+
+    n = 16
+    ramp = jnp.broadcast_to(
+        jnp.arange(n, dtype=jnp.float32)[None, :, None, None], (2, n, n, 1)
+    )  # rows
+    assert jnp.array_equal(zoom(ramp, jnp.zeros(2)), ramp)  # exactly the identity at scale 1
+    # a linear image scaled by s about the centre reads position (i + 1/2 - n/2) / s + n/2 - 1/2,
+    # clamped to the edge (the uncovered border repeats the edge pixels)
+    s = jnp.array([0.8, 1.25])
+    out = zoom(ramp, jnp.log(s))
+    i = np.arange(n) + 0.5 - n / 2
+    for b in range(2):
+        want = np.clip(i / float(s[b]) + n / 2 - 0.5, 0, n - 1)
+        np.testing.assert_allclose(
+            np.asarray(out[b, :, :, 0]), np.tile(want[:, None], (1, n)), atol=1e-5
+        )
+        np.testing.assert_allclose(  # and the same down the columns
+            np.asarray(out[b, :, :, 0]).T,
+            np.asarray(zoom(jnp.swapaxes(ramp, 1, 2), jnp.log(s))[b, :, :, 0]),
+            atol=1e-5,
+        )
+    # differentiable in the scale: shrinking a centred bright square darkens the image
+    sq = jnp.zeros((1, n, n, 1)).at[:, 4:12, 4:12].set(1.0)
+    assert float(jax.grad(lambda a: zoom(sq, a).sum())(jnp.zeros(()))) > 0
+
+
+def test_zoom_generator_starts_as_the_plain_generator():
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)), jnp.float32)
+    plain = models.get("cycle_resnet")(conv_dim=4, n_blocks=1, skip="unet", rngs=nnx.Rngs(0))
+    zoomed = models.get("cycle_resnet")(
+        conv_dim=4, n_blocks=1, skip="unet", align="zoom", rngs=nnx.Rngs(0)
+    )
+    np.testing.assert_allclose(np.asarray(zoomed(x)), np.asarray(plain(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="align"):
+        models.get("cycle_resnet")(conv_dim=4, align="affine", rngs=nnx.Rngs(0))
+
+
+def test_identity_loss_skips_the_zoom(rng):
+    """G = restyle ∘ frame; the identity term compares y with restyle(y): an image already
+    in the target domain needs no reframing. F zooms by the inverse of G's learned scale."""
+    nets = gan.make_cyclegan(
+        image_size=16,
+        g_conv_dim=4,
+        d_conv_dim=4,
+        n_blocks=1,
+        g_skip="unet",
+        g_align="zoom",
+        key=jax.random.key(0),
+    )
+    nets.g_xy.zoom[...] = jnp.array(-0.03)  # shrink
+    nets.g_yx.zoom[...] = jnp.array(0.03)  # enlarge: the inverse (tie_zoom)
+    assert float(nets.g_xy.log_zoom()) < -0.1
+    opt = optax.sgd(0.0)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = gan.make_cyclegan_step(defs, opt, opt, lambda_identity=0.5)
+    batch = _batch(rng)
+    _, m = step(gan.init_cyclegan_state(nets, opt, opt), batch, jax.random.key(0))
+    x, y = batch["x"], batch["y"]
+
+    def l1(a, b):
+        return float(jnp.mean(jnp.abs(a - b)))
+
+    want = l1(y, nets.g_xy.restyle(y)) + l1(x, nets.g_yx.restyle(x))
+    zoomed = l1(y, nets.g_xy(y)) + l1(x, nets.g_yx(x))
+    assert float(m["identity"]) == pytest.approx(want, rel=1e-5)
+    assert abs(zoomed - want) > 1e-3
+    want_cycle = l1(x, nets.g_yx(nets.g_xy(x))) + l1(y, nets.g_xy(nets.g_yx(y)))
+    assert float(m["cycle"]) == pytest.approx(want_cycle, rel=1e-5)
+
+
+def test_framing_measures_the_spread_of_the_subject():
+    def squares(side, n=32, bg=1.0):
+        img = np.full((2, n, n, 3), bg, np.float32)
+        a = (n - side) // 2
+        img[:, a : a + side, a : a + side] = 0.2  # a centred square on a plain background
+        return img
+
+    # a square of side a (in image sides): RMS distance from the centre sqrt(a^2 / 6)
+    assert gan.framing(squares(16)) == pytest.approx(np.sqrt(0.5**2 / 6), rel=0.02)
+    assert gan.framing(iter([squares(16), squares(16, bg=0.0)])) == pytest.approx(
+        np.sqrt(0.5**2 / 6), rel=0.02
+    )  # any background colour: the border's
+    assert gan.framing(squares(12)) / gan.framing(squares(16)) == pytest.approx(0.75, rel=0.03)
+    with pytest.raises(ValueError, match="foreground"):
+        gan.framing(np.ones((2, 8, 8, 3), np.float32))
+
+
+def test_zoom_starts_at_the_measured_framing(tmp_path):
+    c = _tiny_config(g_align="zoom", ema_decay=0.99)
+    state = cg.CycleGANTask(c).init_state(c, jax.random.key(0))
+    defs = cg.graphdefs(c)
+    src = cg.CycleGANTask(c).sources(c)
+    fx, fy = (gan.framing(cg._chunks(src[d, "train"])) for d in ("x", "y"))
+    for gens in (gan.cyclegan_generators(state), {k: state[k] for k in ("g_xy", "g_yx")}):
+        g, f = (nnx.merge(getattr(defs, k), gens[k]) for k in ("g_xy", "g_yx"))
+        assert float(jnp.exp(g.log_zoom())) == pytest.approx(fy / fx, rel=1e-4)
+        assert float(g.log_zoom()) == pytest.approx(-float(f.log_zoom()))
+    assert cg.arch(c)["g_align"] == "zoom" and cg.arch(c)["ema"] is True
+
+
+def test_one_learned_scale_relates_the_domains(rng):
+    """The adversarial loss moves G's zoom; F's is its inverse, stored so in the state."""
+    nets = gan.make_cyclegan(
+        image_size=16,
+        g_conv_dim=4,
+        d_conv_dim=4,
+        n_blocks=1,
+        g_align="zoom",
+        key=jax.random.key(0),
+    )
+    nets.g_yx.zoom[...] = jnp.array(0.5)  # overwritten: F's zoom is always -G's
+    opt = optax.adam(1e-2, 0.5)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = jax.jit(gan.make_cyclegan_step(defs, opt, opt))
+    state = gan.init_cyclegan_state(nets, opt, opt)
+    for i in range(3):
+        state, _ = step(state, _batch(rng), jax.random.key(i))
+    z_xy, z_yx = (float(state[k]["zoom"][...]) for k in ("g_xy", "g_yx"))
+    assert z_xy != 0.0 and z_yx == -z_xy
+
+
 # --------------------------------------------------------------------------- step
 
 
@@ -156,6 +290,34 @@ def test_step_compiles_once_and_losses_decrease(rng):
     assert all(
         np.abs(np.asarray(state[k])).min(axis=(1, 2, 3)).max() > 0 for k in ("pool_x", "pool_y")
     )
+
+
+def test_generator_averages_follow_the_documented_recurrence(rng):
+    nets = gan.make_cyclegan(
+        image_size=16, g_conv_dim=4, d_conv_dim=4, n_blocks=1, key=jax.random.key(0)
+    )
+    opt = optax.adam(1e-2, 0.5)
+    defs = gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
+    step = jax.jit(gan.make_cyclegan_step(defs, opt, opt, ema_decay=0.99))
+    state = gan.init_cyclegan_state(nets, opt, opt, ema=True)
+    p0 = _params(state["g_xy"])
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, state["ema"]["g_xy"], p0))
+    batch = _batch(rng)
+    ema, p = p0, p0
+    for i in range(3):  # decay min(0.99, (1 + t) / (10 + t)): 0.1, 2/11, 0.25
+        state, _ = step(state, batch, jax.random.key(i))
+        d = min(0.99, (1 + i) / (10 + i))
+        p = _params(state["g_xy"])
+        ema = jax.tree.map(lambda e, q, d=d: d * e + (1 - d) * q, ema, p)
+    assert int(state["ema_n"]) == 3
+    got = state["ema"]["g_xy"]
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b, atol=1e-6)), got, ema))
+    assert not jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.allclose(a, b)), got, p))
+    # translation uses the averages; a state without them, the trained parameters
+    gens = gan.cyclegan_generators(state)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, _params(gens["g_xy"]), got))
+    plain = gan.cyclegan_generators({k: v for k, v in state.items() if k != "ema"})
+    assert plain["g_yx"] is state["g_yx"]
 
 
 def test_cycle_weight_zero_really_disables_the_cycle_loss(rng):

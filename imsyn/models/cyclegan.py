@@ -6,7 +6,10 @@
   Residual blocks follow the reference PyTorch repo (conv-norm-ReLU-conv-norm with reflect
   padding); ``block_convs=1`` gives the course's single-conv block. ``skip="unet"`` adds
   pix2pix's U-Net skip around the bottleneck (the encoder's half-resolution features join the
-  decoder's).
+  decoder's). ``align="zoom"`` puts a learned zoom (one scale for the whole domain: a
+  spatial transformer, Jaderberg et al. 2015, reduced to a scale and without a per-image
+  localisation net) in front of the network, for domains that frame their subject
+  differently (OpenMoji draws its art smaller inside the tile than Twemoji).
 """
 
 from __future__ import annotations
@@ -19,7 +22,42 @@ from imsyn.models import register
 from imsyn.models.layers import Conv2d, UpConv, make_norm
 
 #: generator skip connections: none (the course's) or a U-Net skip around the bottleneck
-SKIPS = ("none", "unet")
+SKIPS = ("none", "unet", "unet_full")
+#: generator alignment: none, or a learned zoom of the input
+ALIGNS = ("none", "zoom")
+#: bound of the zoom: |log scale| <= MAX_LOG_ZOOM
+MAX_LOG_ZOOM = 0.5
+#: the zoom's parameter moves this many times faster than the network's (one scalar, driven
+#: only by the adversarial loss)
+ZOOM_GAIN = 10.0
+
+
+def _interp_matrix(n: int, src: jax.Array) -> jax.Array:
+    """``[N, n, n]`` linear-interpolation rows: output pixel ``i`` of image ``b`` reads source
+    position ``src[b, i]`` (in pixels, clamped to the edge: the border pixel is repeated)."""
+    src = jnp.clip(src, 0.0, n - 1.0)
+    k = jnp.arange(n, dtype=src.dtype)
+    return jnp.maximum(0.0, 1.0 - jnp.abs(src[..., None] - k))
+
+
+def zoom(images: jax.Array, log_scale: jax.Array) -> jax.Array:
+    """Each image scaled by ``exp(log_scale)`` about its centre (bilinear).
+
+    Args:
+      images: ``[N, H, W, C]``.
+      log_scale: ``[N]`` or a scalar; negative shrinks (the uncovered border repeats the edge
+        pixels), positive enlarges (the centre is kept).
+
+    Differentiable in both; ``log_scale = 0`` returns the images exactly.
+    """
+    n, h, w, _ = images.shape
+    s = jnp.broadcast_to(jnp.exp(log_scale), (n,))[:, None]
+
+    def matrix(size):  # output pixel centre -> source position (pixels), about the centre
+        u = jnp.arange(size, dtype=images.dtype) + 0.5 - size / 2
+        return _interp_matrix(size, u[None] / s + size / 2 - 0.5)
+
+    return jnp.einsum("nij,njkc,nlk->nilc", matrix(h), images, matrix(w))
 
 
 class ResnetBlock(nnx.Module):
@@ -65,9 +103,17 @@ class CycleGenerator(nnx.Module):
       norm: "instance" (default), "batch" or "none".
       padding_mode: padding of the 3×3 convs, "reflect" (reference repo) or "zeros".
       block_convs: convs per residual block: 2 (reference repo) or 1 (course).
-      skip: "none" (the course's generator) or "unet": the encoder's half-resolution
+      skip: "none" (the course's generator); "unet": the encoder's half-resolution
         features are concatenated to the decoder's before the last up-conv (pix2pix's U-Net
-        skip), so detail need not pass through the 1/4-resolution bottleneck.
+        skip), so detail need not pass through the 1/4-resolution bottleneck; "unet_full":
+        also the input itself, at full resolution, concatenated to the last up-conv's
+        ``conv_dim // 2`` features before a final 3×3 conv (pix2pix's outermost skip), so
+        edges need not be rebuilt from half resolution.
+      align: "none", or "zoom": the input is first scaled about its centre by a learned
+        amount (:func:`zoom`; log-scale within ±:data:`MAX_LOG_ZOOM`, starting at the
+        identity) — :meth:`frame` — and then restyled by the network —
+        :meth:`restyle` (the identity loss applies to the restyling alone: an image already
+        in the target domain needs no reframing).
       rngs: ``nnx.Rngs``.
 
     Call: ``float32[N, H, W, in_channels]`` in ``[-1, 1]`` ->
@@ -85,10 +131,13 @@ class CycleGenerator(nnx.Module):
         padding_mode: str = "reflect",
         block_convs: int = 2,
         skip: str = "none",
+        align: str = "none",
         rngs: nnx.Rngs,
     ):
         if skip not in SKIPS:
             raise ValueError(f"skip must be one of {SKIPS}, got {skip!r}")
+        if align not in ALIGNS:
+            raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
         if block_convs not in (1, 2):
@@ -108,11 +157,40 @@ class CycleGenerator(nnx.Module):
             ]
         )
         self.up1 = UpConv(2 * d, d, norm=norm, padding_mode=padding_mode, rngs=rngs)
-        up2_in = 2 * d if skip == "unet" else d  # U-Net: the encoder's 1/2-scale features too
-        self.up2 = UpConv(up2_in, out_channels, norm="none", padding_mode=padding_mode, rngs=rngs)
+        up2_in = d if skip == "none" else 2 * d  # U-Net: the encoder's 1/2-scale features too
+        if skip == "unet_full":  # and the input itself, at full resolution, before a last conv
+            half = max(d // 2, 1)
+            self.up2 = UpConv(up2_in, half, norm=norm, padding_mode=padding_mode, rngs=rngs)
+            self.out = Conv2d(
+                half + in_channels, out_channels, 3, padding=1, padding_mode=padding_mode,
+                rngs=rngs,
+            )  # fmt: skip
+        else:
+            self.up2 = UpConv(
+                up2_in, out_channels, norm="none", padding_mode=padding_mode, rngs=rngs
+            )
         self.skip = skip
+        self.align = align
+        if align == "zoom":  # log scale / gain, squashed: starts at the identity
+            self.zoom = nnx.Param(jnp.zeros((), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.restyle(self.frame(x))
+
+    def log_zoom(self) -> jax.Array:
+        """The log scale of :meth:`frame` (0 without ``align="zoom"``)."""
+        if self.align != "zoom":
+            return jnp.zeros(())
+        return MAX_LOG_ZOOM * jnp.tanh(ZOOM_GAIN * self.zoom[...])
+
+    def frame(self, x: jax.Array) -> jax.Array:
+        """The learned zoom of the input (``x`` itself without ``align="zoom"``)."""
+        if self.align != "zoom":
+            return x
+        return zoom(x.astype(jnp.float32), self.log_zoom()).astype(x.dtype)
+
+    def restyle(self, x: jax.Array) -> jax.Array:
+        """The network without the zoom."""
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(f"expected [N, H, W, C] with H, W multiples of 4, got {x.shape}")
         e1 = jax.nn.relu(self.norm1(self.conv1(x)))
@@ -120,10 +198,12 @@ class CycleGenerator(nnx.Module):
         for block in self.blocks:
             h = block(h)
         h = jax.nn.relu(self.up1(h))
-        if self.skip == "unet":
+        if self.skip != "none":
             h = jnp.concatenate([h, e1], axis=-1)
-        h = self.up2(h)
-        return jnp.tanh(h)
+        if self.skip == "unet_full":
+            h = jnp.concatenate([jax.nn.relu(self.up2(h)), x], axis=-1)
+            return jnp.tanh(self.out(h))
+        return jnp.tanh(self.up2(h))
 
 
 class _ConvStack(nnx.Module):

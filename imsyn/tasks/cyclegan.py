@@ -51,13 +51,21 @@ from flax import nnx
 from imsyn import gan, losses, metrics
 from imsyn.errors import ConfigError
 from imsyn.image import from_network, make_grid, to_float, to_network, write_image
-from imsyn.models.cyclegan import SKIPS
+from imsyn.models.cyclegan import ALIGNS, SKIPS
 from imsyn.models.layers import DTYPES, NORMS
 from imsyn.runtime import available_bytes
 from imsyn.training import loop
 from imsyn.validate import Decl, boolean, custom, existing_file, integer, number, one_of, string
 
 _SAMPLES = 8  # fixed test images per direction in the sample grids
+
+
+def _ema_decay(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError
+    if not (v == 0 or 0.9 <= v < 1):
+        raise ValueError
+    return float(v)
 
 
 def _fid_images(v):
@@ -95,9 +103,20 @@ FIELDS = loop.training_fields(
         "n_blocks": Decl(3, integer(min=0), "residual blocks at the generator's bottleneck"),
         "block_convs": Decl(2, one_of(1, 2), "convolutions per residual block"),
         "g_skip": Decl(
-            "unet",
+            "unet_full",
             one_of(*SKIPS),
-            "unet: half-resolution features skip the bottleneck (pix2pix); none: the course's",
+            "unet: half-resolution features skip the bottleneck (pix2pix); unet_full: the input "
+            "too, at full resolution; none: the course's",
+        ),
+        "g_align": Decl(
+            "zoom",
+            one_of(*ALIGNS),
+            "zoom: each generator learns a scale and shift of its input (framing)",
+        ),
+        "ema_decay": Decl(
+            0.999,
+            custom(_ema_decay, "0 (off) or a number in [0.9, 1)"),
+            "translate with moving averages of the generators' parameters (0: off)",
         ),
         "norm": Decl("instance", one_of(*NORMS), "normalization of both networks"),
         "padding_mode": Decl("reflect", one_of("zeros", "reflect"), "padding of the convs"),
@@ -303,6 +322,11 @@ class UnpairedData:
         for dom, it in self.loaders.items():
             it.set_state(state[dom])
 
+    def close(self) -> None:
+        for it in self.loaders.values():
+            if hasattr(it, "close"):
+                it.close()
+
 
 # --------------------------------------------------------------------------- models and step
 
@@ -331,6 +355,8 @@ def arch(config) -> dict:
         "pool_size": config.pool_size,
         # recorded when not the course's, so runs from before the field still match
         **({"g_skip": config.g_skip} if config.g_skip != "none" else {}),
+        **({"g_align": config.g_align} if config.g_align != "none" else {}),
+        **({"ema": True} if config.ema_decay else {}),
     }
 
 
@@ -345,6 +371,7 @@ def build_models(config, key) -> gan.CycleGAN:
         norm=config.norm,
         padding_mode=config.padding_mode,
         g_skip=config.g_skip,
+        g_align=config.g_align,
         discriminator=config.discriminator,
         spectral_norm=config.spectral_norm,
         key=key,
@@ -354,8 +381,8 @@ def build_models(config, key) -> gan.CycleGAN:
 @functools.lru_cache(maxsize=8)
 def _graphdefs(arch_json: str) -> gan.CycleGAN:
     cfg = json.loads(arch_json)
-    for k in ("model", "state_format", "pool_size"):
-        cfg.pop(k)
+    for k in ("model", "state_format", "pool_size", "ema"):
+        cfg.pop(k, None)
     cfg.setdefault("g_skip", "none")
     nets = nnx.eval_shape(lambda: gan.make_cyclegan(**cfg, key=jax.random.key(0)))
     return gan.CycleGAN(*(nnx.graphdef(m) for m in nets))
@@ -383,6 +410,7 @@ def make_step(config) -> gan.Step:
         lambda_identity=float(config.lambda_identity),
         diffaug=config.diffaug,
         dtype=config.get("dtype", "float32"),
+        ema_decay=float(config.ema_decay),
     )
 
 
@@ -395,7 +423,27 @@ def init_state(config, key) -> dict:
         opt,
         pool_size=config.pool_size,
         image_shape=(config.image_size, config.image_size, 3),
+        ema=bool(config.ema_decay),
     )
+
+
+def set_zoom(state: dict, scale: float) -> dict:
+    """``{"g_xy", "g_yx"}`` of ``state`` with G zooming by ``scale`` and F by its inverse
+    (clipped to the zoom's bound; the generators' moving averages, if kept, likewise)."""
+    from imsyn.models.cyclegan import MAX_LOG_ZOOM, ZOOM_GAIN
+
+    t = np.clip(np.log(scale) / MAX_LOG_ZOOM, -0.99, 0.99)
+    p = float(np.arctanh(t) / ZOOM_GAIN)
+
+    def with_zoom(params, value):
+        out = jax.tree.map(lambda a: a, params)  # a new tree, the same structure
+        out["zoom"] = out["zoom"].replace(jnp.asarray(value, jnp.float32))
+        return out
+
+    out = {"g_xy": with_zoom(state["g_xy"], p), "g_yx": with_zoom(state["g_yx"], -p)}
+    if "ema" in state:
+        out["ema"] = {k: with_zoom(state["ema"][k], v) for k, v in (("g_xy", p), ("g_yx", -p))}
+    return out
 
 
 # --------------------------------------------------------------------------- the task
@@ -436,7 +484,16 @@ class CycleGANTask:
         return arch(config)
 
     def init_state(self, config, key) -> dict:
-        return init_state(config, key)
+        state = init_state(config, key)
+        if config.g_align == "zoom":  # start from the domains' measured framing
+            sources = self.sources(config)
+            try:
+                fx, fy = (gan.framing(_chunks(sources[d, "train"])) for d in ("x", "y"))
+            except ValueError:  # no background anywhere: nothing to measure, start at 1
+                fx = fy = 1.0
+            state = {**state, **set_zoom(state, fy / fx)}
+            print(f"zoom: G starts at scale {fy / fx:.3f} (framing of Y / X: {fy:.3f} / {fx:.3f})")
+        return state
 
     def make_data(self, config, *, seed: int) -> UnpairedData:
         from imsyn.data import make_loader
@@ -450,6 +507,7 @@ class CycleGANTask:
                 seed=seed + i,
                 augment=config.augment,
                 image_size=config.image_size,
+                worker_count=config.data_workers,
                 shard_index=jax.process_index(),
                 shard_count=jax.process_count(),
             )
@@ -469,11 +527,12 @@ class CycleGANTask:
         """
         defs = graphdefs(config if config is not None else self._bound())
         there, back = ("g_xy", "g_yx") if direction == "x2y" else ("g_yx", "g_xy")
+        gens = gan.cyclegan_generators(state)
         outs, recs = [], []
         for i in range(0, len(images_uint8), batch):
             x = jnp.asarray(to_network(to_float(images_uint8[i : i + batch])))
-            t = gan.translate(getattr(defs, there), state[there], x)
-            r = gan.translate(getattr(defs, back), state[back], t)
+            t = gan.translate(getattr(defs, there), gens[there], x)
+            r = gan.translate(getattr(defs, back), gens[back], t)
             outs.append(np.asarray(from_network(t)))
             recs.append(np.asarray(from_network(r)))
         return np.concatenate(outs), np.concatenate(recs)

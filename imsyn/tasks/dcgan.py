@@ -255,6 +255,7 @@ class DCGANTask:
             seed=seed,
             augment=config.augment,
             image_size=config.image_size,
+            worker_count=config.data_workers,
             shard_index=jax.process_index(),
             shard_count=jax.process_count(),
         )

@@ -152,6 +152,11 @@ COMMON_FIELDS = {
         ),
         "DiffAugment policy applied to real and fake images before D ('' = off)",
     ),
+    "data_workers": Decl(
+        0,
+        validate.integer(min=0),
+        "grain worker processes that decode and augment (0: threads of the training process)",
+    ),
     "lr": Decl(2e-4, validate.number(min=0, open_min=True), "Adam's learning rate"),
     "beta1": Decl(0.5, validate.number(min=0, max=1, open_max=True), "Adam's beta1"),
     "beta2": Decl(0.999, validate.number(min=0, max=1, open_max=True), "Adam's beta2"),
@@ -538,6 +543,8 @@ def _fit_claimed(config, workdir: Path, task: Task, mesh, arch: dict, meta, prim
             if events is not None:
                 events.close()
             ckpts.close()
+            if hasattr(data, "close"):  # grain worker processes
+                data.close()
         sigs.immediate = True  # from here a signal stops at once; a rerun evaluates again
         try:
             evaluate_run(config, workdir, task, state=state, step=step)
