@@ -316,9 +316,9 @@ def make_cyclegan(
       n_blocks, block_convs, padding_mode: the generators' residual blocks.
       g_skip: the generators' skip: "none" (the course's), "unet" (around the bottleneck) or
         "unet_full" (also the input at full resolution).
-      g_align: "none", or "zoom": each generator learns a zoom (scale and shift) of its
-        input, for domains that frame their subject differently; the identity loss applies
-        to the restyling after it.
+      g_align: "none", or "zoom": each generator zooms its input by a fixed scale (state,
+        not a parameter: ``imsyn.tasks.cyclegan.set_zoom``), for domains that frame their
+        subject differently; the identity loss applies to the restyling after it.
       norm: "instance", "batch" or "none" (all four networks).
       discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70) or "dc".
       spectral_norm: spectral normalisation on every discriminator conv.
@@ -394,22 +394,6 @@ def init_cyclegan_state(
         state["ema"] = {k: jax.tree.map(jnp.array, _params(state[k])) for k in ("g_xy", "g_yx")}
         state["ema_n"] = jnp.zeros((), jnp.int32)
     return state
-
-
-def tie_zoom(params: dict) -> dict:
-    """``{"g_xy", "g_yx"}`` parameters with F's zoom the inverse of G's (when they have one).
-
-    With ``g_align="zoom"`` one learned scale relates the domains' framing: G zooms X by it
-    and F zooms Y by its inverse, so the cycle F(G(x)) is indifferent to it and only the
-    adversarial losses move it (two free scales would be held at 1 by the cycle loss, each
-    waiting for the other). F's own zoom parameter is overwritten (its gradient flows to G's).
-    """
-    if "zoom" not in params["g_xy"]:
-        return params
-    g_yx = jax.tree.map(lambda a: a, params["g_yx"])  # a new tree, the same structure
-    zoom = params["g_xy"]["zoom"]
-    g_yx["zoom"] = zoom.replace(-zoom[...])
-    return {**params, "g_yx": g_yx}
 
 
 def cyclegan_generators(state: dict) -> dict:
@@ -541,7 +525,6 @@ def make_cyclegan_step(
 
     def generate(pg, rest, x, y):
         """The generator passes: {fake_y, fake_x[, rec_x, rec_y][, id_y, id_x]}, new states."""
-        pg = tie_zoom(pg)
         rxy, ryx = rest["g_xy"], rest["g_yx"]
         out = {}
         if lam_id > 0:  # G(x) and G(y) in one call (instance norm: per example)
@@ -617,7 +600,7 @@ def make_cyclegan_step(
         (g_total, g_metrics), g_out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(outs)
         (g_grads,) = g_vjp(g_out_grads)
         g_updates, g_opt = opt_g.update(g_grads, state["opt_g"], pg)
-        pg = tie_zoom(optax.apply_updates(pg, g_updates))
+        pg = optax.apply_updates(pg, g_updates)
 
         new_state = {
             **{k: nnx.merge_state(pg[k], g_rest[k]) for k in ("g_xy", "g_yx")},

@@ -6,10 +6,10 @@
   Residual blocks follow the reference PyTorch repo (conv-norm-ReLU-conv-norm with reflect
   padding); ``block_convs=1`` gives the course's single-conv block. ``skip="unet"`` adds
   pix2pix's U-Net skip around the bottleneck (the encoder's half-resolution features join the
-  decoder's). ``align="zoom"`` puts a learned zoom (one scale for the whole domain: a
-  spatial transformer, Jaderberg et al. 2015, reduced to a scale and without a per-image
-  localisation net) in front of the network, for domains that frame their subject
-  differently (OpenMoji draws its art smaller inside the tile than Twemoji).
+  decoder's). ``align="zoom"`` puts a fixed zoom about the centre in front of the network
+  (:class:`Framing`, one scale for the domain pair, measured from the training images), for
+  domains that frame their subject differently (OpenMoji draws its art smaller inside the
+  tile than Twemoji).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from imsyn.models.layers import Conv2d, UpConv, make_norm
 
 #: generator skip connections: none (the course's) or a U-Net skip around the bottleneck
 SKIPS = ("none", "unet", "unet_full")
-#: generator alignment: none, or a learned zoom of the input
+#: generator alignment: none, or a fixed zoom of the input (measured, not trained)
 ALIGNS = ("none", "zoom")
-#: bound of the zoom: |log scale| <= MAX_LOG_ZOOM
-MAX_LOG_ZOOM = 0.5
-#: the zoom's parameter moves this many times faster than the network's (one scalar, driven
-#: only by the adversarial loss)
-ZOOM_GAIN = 10.0
+
+
+class Framing(nnx.Variable):
+    """The log scale of a generator's input zoom: state, not a parameter (no gradient, no
+    optimizer); set from the training data's framing (``imsyn.tasks.cyclegan.set_zoom``)."""
 
 
 def _interp_matrix(n: int, src: jax.Array) -> jax.Array:
@@ -109,9 +109,9 @@ class CycleGenerator(nnx.Module):
         also the input itself, at full resolution, concatenated to the last up-conv's
         ``conv_dim // 2`` features before a final 3×3 conv (pix2pix's outermost skip), so
         edges need not be rebuilt from half resolution.
-      align: "none", or "zoom": the input is first scaled about its centre by a learned
-        amount (:func:`zoom`; log-scale within ±:data:`MAX_LOG_ZOOM`, starting at the
-        identity) — :meth:`frame` — and then restyled by the network —
+      align: "none", or "zoom": the input is first scaled about its centre by a fixed
+        amount (:func:`zoom` by the :class:`Framing` variable ``zoom``, 1 until set) —
+        :meth:`frame` — and then restyled by the network —
         :meth:`restyle` (the identity loss applies to the restyling alone: an image already
         in the target domain needs no reframing).
       rngs: ``nnx.Rngs``.
@@ -171,8 +171,8 @@ class CycleGenerator(nnx.Module):
             )
         self.skip = skip
         self.align = align
-        if align == "zoom":  # log scale / gain, squashed: starts at the identity
-            self.zoom = nnx.Param(jnp.zeros((), jnp.float32))
+        if align == "zoom":  # log scale: the identity until set
+            self.zoom = Framing(jnp.zeros((), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.restyle(self.frame(x))
@@ -181,10 +181,10 @@ class CycleGenerator(nnx.Module):
         """The log scale of :meth:`frame` (0 without ``align="zoom"``)."""
         if self.align != "zoom":
             return jnp.zeros(())
-        return MAX_LOG_ZOOM * jnp.tanh(ZOOM_GAIN * self.zoom[...])
+        return self.zoom[...]
 
     def frame(self, x: jax.Array) -> jax.Array:
-        """The learned zoom of the input (``x`` itself without ``align="zoom"``)."""
+        """The zoom of the input (``x`` itself without ``align="zoom"``)."""
         if self.align != "zoom":
             return x
         return zoom(x.astype(jnp.float32), self.log_zoom()).astype(x.dtype)

@@ -111,7 +111,7 @@ FIELDS = loop.training_fields(
         "g_align": Decl(
             "zoom",
             one_of(*ALIGNS),
-            "zoom: each generator learns a scale and shift of its input (framing)",
+            "zoom: G zooms its input by the domains' measured framing ratio, F by the inverse",
         ),
         "ema_decay": Decl(
             0.999,
@@ -428,22 +428,16 @@ def init_state(config, key) -> dict:
 
 
 def set_zoom(state: dict, scale: float) -> dict:
-    """``{"g_xy", "g_yx"}`` of ``state`` with G zooming by ``scale`` and F by its inverse
-    (clipped to the zoom's bound; the generators' moving averages, if kept, likewise)."""
-    from imsyn.models.cyclegan import MAX_LOG_ZOOM, ZOOM_GAIN
+    """``{"g_xy", "g_yx"}`` of ``state`` with G zooming its input by ``scale`` and F by
+    ``1 / scale`` (so the cycle F(G(x)) undoes the zoom)."""
 
-    t = np.clip(np.log(scale) / MAX_LOG_ZOOM, -0.99, 0.99)
-    p = float(np.arctanh(t) / ZOOM_GAIN)
-
-    def with_zoom(params, value):
-        out = jax.tree.map(lambda a: a, params)  # a new tree, the same structure
+    def with_zoom(gen, value):
+        out = jax.tree.map(lambda a: a, gen)  # a new tree, the same structure
         out["zoom"] = out["zoom"].replace(jnp.asarray(value, jnp.float32))
         return out
 
-    out = {"g_xy": with_zoom(state["g_xy"], p), "g_yx": with_zoom(state["g_yx"], -p)}
-    if "ema" in state:
-        out["ema"] = {k: with_zoom(state["ema"][k], v) for k, v in (("g_xy", p), ("g_yx", -p))}
-    return out
+    t = float(np.log(scale))
+    return {"g_xy": with_zoom(state["g_xy"], t), "g_yx": with_zoom(state["g_yx"], -t)}
 
 
 # --------------------------------------------------------------------------- the task
@@ -485,14 +479,16 @@ class CycleGANTask:
 
     def init_state(self, config, key) -> dict:
         state = init_state(config, key)
-        if config.g_align == "zoom":  # start from the domains' measured framing
+        if config.g_align == "zoom":  # the domains' measured framing
             sources = self.sources(config)
             try:
                 fx, fy = (gan.framing(_chunks(sources[d, "train"])) for d in ("x", "y"))
             except ValueError:  # no background anywhere: nothing to measure, start at 1
                 fx = fy = 1.0
             state = {**state, **set_zoom(state, fy / fx)}
-            print(f"zoom: G starts at scale {fy / fx:.3f} (framing of Y / X: {fy:.3f} / {fx:.3f})")
+            print(
+                f"zoom: G scales its input by {fy / fx:.3f} (framing of Y / X: {fy:.3f} / {fx:.3f})"
+            )
         return state
 
     def make_data(self, config, *, seed: int) -> UnpairedData:
