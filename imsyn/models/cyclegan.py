@@ -6,7 +6,8 @@
   Residual blocks follow the reference PyTorch repo (conv-norm-ReLU-conv-norm with reflect
   padding); ``block_convs=1`` gives the course's single-conv block. ``skip="unet"`` adds
   pix2pix's U-Net skip around the bottleneck (the encoder's half-resolution features join the
-  decoder's). ``align="zoom"`` puts a fixed zoom about the centre in front of the network
+  decoder's); ``skip="unet_full"`` also passes the input at full resolution to a last 3×3
+  conv. ``align="zoom"`` puts a fixed zoom about the centre in front of the network
   (:class:`Framing`, one scale for the domain pair, measured from the training images), for
   domains that frame their subject differently (OpenMoji draws its art smaller inside the
   tile than Twemoji).
@@ -21,7 +22,8 @@ from flax import nnx
 from imsyn.models import register
 from imsyn.models.layers import Conv2d, UpConv, make_norm
 
-#: generator skip connections: none (the course's) or a U-Net skip around the bottleneck
+#: generator skip connections: none (the course's), a U-Net skip around the bottleneck, or that
+#: and the input at full resolution
 SKIPS = ("none", "unet", "unet_full")
 #: generator alignment: none, or a fixed zoom of the input (measured, not trained)
 ALIGNS = ("none", "zoom")
