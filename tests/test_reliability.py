@@ -563,14 +563,12 @@ class ToyTask:
 def _toy_config():
     import ml_collections
 
-    c = ml_collections.ConfigDict(
-        {"task": "toy", "name": "toy", "seed": 0, "num_steps": 4, "batch_size": 4,
+    common = {n: d.default for n, d in loop.COMMON_FIELDS.items() if d.default is not None}
+    return ml_collections.ConfigDict(
+        {**common, "task": "toy", "name": "toy", "num_steps": 4, "batch_size": 4,
          "log_every": 1, "checkpoint_every": 2, "keep_checkpoints": 2, "sample_every": 4,
-         "data": "toy", "image_size": 8, "augment": "none", "diffaug": "", "lr": 0.1,
-         "beta1": 0.5, "beta2": 0.999, "lr_schedule": "constant", "decay_start": 0,
-         "loss": "mse"}
+         "data": "toy", "image_size": 8, "augment": "none", "lr": 0.1, "loss": "mse"}
     )  # fmt: skip
-    return c
 
 
 @pytest.mark.parametrize("hook", ["samples", "evaluate"])

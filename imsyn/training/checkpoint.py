@@ -32,7 +32,10 @@ Nothing of orbax's reaches the user's stderr, only the one line that says what h
 its (absl) error logs of a failed attempt are silenced, and the event loops it creates
 for an operation (:func:`_contained`) drop the completions that tensorstore's threads
 deliver after a failed operation has closed its loop (by default each is printed as an
-"Event loop is closed" traceback, one per write or read still in flight).
+"Event loop is closed" traceback, one per write or read still in flight). The writes
+that a failed save created but never started are dropped silently too: Python warns
+"coroutine ... was never awaited" when the garbage collector takes them, at any later
+point of the run (a filter for orbax's write coroutine, installed when this module loads).
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ def state_digest(state: Any) -> str:
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+# orbax's per-fragment write of a save that failed before the write started; the failure
+# itself is reported by Checkpoints (one line)
+warnings.filterwarnings(
+    "ignore",
+    message=r"coroutine 'async_serialize_from_host\.<locals>\.write_fragment' was never awaited",
+    category=RuntimeWarning,
+)
 
 
 class _Damaged(Exception):
