@@ -8,16 +8,18 @@ produced them: ``docs/cyclegan.md``)::
     python train.py --config=configs/cyclegan.py --workdir=runs/cyclegan
 
 Default: Twemoji (X) ↔ OpenMoji (Y), 32 px, 4000 steps of batch 8 (Adam at 2e-4, constant,
-then linear decay over the last third), 32-wide networks with 3 residual blocks and a U-Net skip
-around the 8×8 bottleneck (``g_skip="unet"``: the course's generator cannot rebuild a 32-px
-emoji from 8×8 in 4000 steps), PatchGAN, LSGAN, λ_cyc = 10, identity loss 0.5·λ_cyc and a
+then linear decay over the last third), 32-wide networks with 3 residual blocks and U-Net skips
+at half and full resolution (``g_skip="unet_full"``: the course's generator cannot rebuild a
+32-px emoji from 8×8 in 4000 steps), a fixed zoom of G's input by the measured ratio of the two
+domains' framings (``g_align="zoom"``; F zooms by the inverse), moving averages of the generators
+for evaluation (``ema_decay``), PatchGAN, LSGAN, λ_cyc = 10, identity loss 0.5·λ_cyc and a
 50-image pool (the reference implementation's), DiffAugment ``color,translation``. The
 evaluation translates the held-out test split (paired by code point) both ways. Expect, in
 ``eval/metrics.json`` and the table of ``report.html`` (measured over three seeds,
 ``docs/cyclegan.md``): translations that keep each emoji's structure and take on the target
-style's outlines and palette, softer than the real thing; L1 and LPIPS below both baselines
-(identity and colour-statistics transfer) in both directions (LPIPS 0.439 and 0.449 against
-0.472–0.486); FID/KID still above the baselines' (~175 and ~188 against ~160). The
+style's outlines, palette and framing; L1 and LPIPS below both baselines (identity and
+colour-statistics transfer) in both directions (LPIPS 0.390 and 0.434 against 0.472–0.486);
+FID level with the baselines' X → Y (~159) and above them Y → X (~172 against ~160). The
 cycle-reconstruction L1 is far below the translation L1.
 
 Presets (``--config=configs/cyclegan.py:<preset>``), each a few overrides of the default
