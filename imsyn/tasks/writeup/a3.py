@@ -85,10 +85,10 @@ QUICK_NOTES = {
     "cyclegan": (
         "quick trains these at 32 px with 16-wide networks for 600 steps: a check that the "
         "recipe runs, not its result. Its CPU preset (python train.py "
-        "--config=configs/cyclegan.py:cats_cpu, 64 px, 3000 steps, 27 min on a 2-core CPU) "
+        "--config=configs/cyclegan.py:cats_cpu, 64 px, 4500 steps, 27 min on a 2-core CPU) "
         "reaches, for the 16 / 33 held-out cats against every image of the target domain: "
-        "Russian blue → grumpy FID 155.4, KID 0.088 (the untouched input: 146.4, 0.118); "
-        "grumpy → Russian blue FID 195.4, KID 0.150 (the untouched input: 166.4, 0.137). "
+        "Russian blue → grumpy FID 136.1, KID 0.077 (the untouched input: 146.4, 0.118); "
+        "grumpy → Russian blue FID 158.7, KID 0.110 (the untouched input: 166.4, 0.137). "
         "Measured 2026-12-07, seed 0 (docs/cyclegan.md)."
     ),
 }
