@@ -39,8 +39,9 @@ coarse operators from 2×2 aggregation of the stencil (a variable-coefficient
 coarsen naturally; links to known values are summed, not halved, so the coarse
 boundary stays where the fine one is), and a dense direct solve on the coarsest
 grid (≤ 24×24). Blending takes 7-8 CG iterations from 256² to 1024² unknowns.
-On a CPU every multigrid stage is computed into its own buffer (a fusion boundary,
-:func:`imsyn.models.conv_cpu.staged`); on accelerators XLA fuses freely.
+On a CPU every multigrid stage, the operator and the right-hand side are each computed
+into their own buffer (a fusion boundary, :func:`imsyn.models.conv_cpu.staged`); on
+accelerators XLA fuses freely.
 The CG loop is the algorithm of ``jax.scipy.sparse.linalg.cg`` (same stopping
 rule ``‖r‖ ≤ max(tol·‖b‖, atol)``), written out because that function reports
 neither the iteration count nor the residual; tests check both agree.
@@ -440,6 +441,22 @@ def _guidance(kind, guide, t):
     return pick(sx, tx), pick(sy, ty)
 
 
+def _fluxes(kind, t, guide, img):
+    """The guidance across each pixel pair ``(fx, fy)`` ``[H, C, W]`` (:func:`_guidance`),
+    zero across the pairs that leave the image."""
+    gx, gy = _guidance(kind, guide, t)
+    return gx * _c(img * _right(img)), gy * _c(img * _down(img))
+
+
+def _rhs(t, fx, fy, om, img, screen, data):
+    """The right-hand side on ``Ω``: known neighbours, the divergence of the guidance, and
+    ``screen * data`` (``data`` None: no data term)."""
+    known = t * _c(img * (1.0 - om))
+    bnd = _right(known) + _left(known) + _down(known) + _up(known)
+    div = -fx + _left(fx) - fy + _up(fy)
+    return (bnd + div if data is None else bnd + div + screen * data) * _c(om)
+
+
 def _blend_start(s, t, om, img):
     """CG's starting guess for blending: the source on ``Ω``, shifted per channel by the
     mean of ``t - s`` over the known pixels next to ``Ω``.
@@ -466,21 +483,17 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
     ``omega``, bit for bit.
     """
     flag = tol >= 0  # a traced True: the predicate of the CPU fusion boundaries (staged)
-    gx, gy = _guidance(guidance, guide, t)
     om = omega.astype(jnp.float32)
     img = inimg.astype(jnp.float32)
-    # guidance counts only across edges with both ends in the image
-    gx = gx * _c(img * _right(img))
-    gy = gy * _c(img * _down(img))
-    known = t * _c(img * (1.0 - om))
-    bnd = _right(known) + _left(known) + _down(known) + _up(known)
-    div = -gx + _left(gx) - gy + _up(gy)
-    b = (bnd + div if data is None else bnd + div + screen * data) * _c(om)
+    # two stages: unstaged, XLA:CPU wrote each shifted copy of the images into a buffer of
+    # its own (ten of them) before summing
+    fx, fy = staged(partial(_fluxes, guidance), t, guide, img, pred=flag)
+    b = staged(_rhs, t, fx, fy, om, img, screen, data, pred=flag)
     lvls = _hierarchy(omega, inimg, screen, levels, flag)
     fine = lvls[0]
     coarse = staged(_coarse_factor, lvls[-1], pred=flag)
     x, it, ok = _pcg(
-        partial(_apply, fine),
+        lambda p: staged(partial(_apply, fine), p, pred=flag),
         lambda r: _vcycle(lvls, coarse, r, flag),
         b,
         None if guidance == "fields" else _blend_start(guide, t, om, img),
