@@ -492,8 +492,12 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
     lvls = _hierarchy(omega, inimg, screen, levels, flag)
     fine = lvls[0]
     coarse = staged(_coarse_factor, lvls[-1], pred=flag)
+
+    def matvec(x):
+        return staged(partial(_apply, fine), x, pred=flag)
+
     x, it, ok = _pcg(
-        lambda p: staged(partial(_apply, fine), p, pred=flag),
+        matvec,
         lambda r: _vcycle(lvls, coarse, r, flag),
         b,
         None if guidance == "fields" else _blend_start(guide, t, om, img),
@@ -501,7 +505,7 @@ def _solve_box(t, guide, omega, inimg, screen, data, tol, atol, *, guidance, lev
         atol=atol,
         maxiter=maxiter,
     )
-    r = b - _apply(fine, x)
+    r = b - matvec(x)
     bn = jnp.sqrt(jnp.sum(b * b, axis=(0, 2)))
     rn = jnp.sqrt(jnp.sum(r * r, axis=(0, 2)))
     rel = jnp.max(jnp.where(bn > 0, rn / jnp.where(bn > 0, bn, 1.0), rn))
