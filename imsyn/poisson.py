@@ -181,13 +181,15 @@ class _Level(NamedTuple):
 
 
 def _level(diag, ex, ey, active) -> _Level:
-    return _level_from_inv(diag, ex, ey, active, jnp.where(active > 0, 1.0 / diag, 0.0))
-
-
-def _level_from_inv(diag, ex, ey, active, inv) -> _Level:
-    ew, en = _left(ex), _up(ey)
-    scaled = (ex * _right(inv), ew * _left(inv), ey * _down(inv), en * _up(inv))
+    inv = jnp.where(active > 0, 1.0 / diag, 0.0)
+    ew, en, scaled = _derived(ex, ey, inv)
     return _Level(diag, ex, ey, ew, en, inv, active, scaled)
+
+
+def _derived(ex, ey, inv):
+    """``(ew, en, scaled)`` of a level (:class:`_Level`) from its weights and ``inv``."""
+    ew, en = _left(ex), _up(ey)
+    return ew, en, (ex * _right(inv), ew * _left(inv), ey * _down(inv), en * _up(inv))
 
 
 def _neighbours(lv: _Level, x):
@@ -225,7 +227,8 @@ def _coarsen(lv: _Level) -> _Level:
     fine one, which made the V-cycle divergent as a stationary iteration and
     cost CG 12-14 instead of 7-8 iterations.
     """
-    return _level(*_coarse_diag(*_coarse_edges(lv)))
+    ex, ey, active, ext = _coarse_edges(lv)
+    return _level(_coarse_diag(ex, ey, active, ext), ex, ey, active)
 
 
 def _coarse_edges(lv: _Level):
@@ -244,9 +247,9 @@ def _coarse_edges(lv: _Level):
 
 
 def _coarse_diag(ex, ey, active, ext):
-    """(diag, ex, ey, active) of a coarse level from :func:`_coarse_edges`."""
+    """The diagonal of a coarse level from :func:`_coarse_edges`."""
     edges = ex + _left(ex) + ey + _up(ey)
-    return jnp.where(active > 0, edges + ext, 1.0), ex, ey, active
+    return jnp.where(active > 0, edges + ext, 1.0)
 
 
 def _hierarchy(omega, inimg, screen, levels, flag):
@@ -254,18 +257,22 @@ def _hierarchy(omega, inimg, screen, levels, flag):
 
     Without the stage boundaries (:func:`staged`) XLA:CPU fuses the whole chain and
     recomputes each coarse array per shifted read: building the 6 levels of a 1280² box
-    took 25-170 ms; staged, each array is computed once.
+    took 25-170 ms; staged, each array is computed once. A stage returns only the arrays it
+    computes: one that also returned its inputs would copy them (a conditional's results
+    are buffers of their own), 8 copies per level that the solve paid in time and memory.
     """
 
     def finish(diag, ex, ey, active):
         inv = staged(lambda d, a: jnp.where(a > 0, 1.0 / d, 0.0), diag, active, pred=flag)
-        return staged(lambda *a: _level_from_inv(*a), diag, ex, ey, active, inv, pred=flag)
+        ew, en, scaled = staged(_derived, ex, ey, inv, pred=flag)
+        return _Level(diag, ex, ey, ew, en, inv, active, scaled)
 
     raw = staged(lambda o, i, s: _fine_raw(o, i, s), omega, inimg, screen, pred=flag)
     lvls = [finish(*raw)]
     for _ in range(levels):
-        edges = staged(_coarse_edges, lvls[-1], pred=flag)
-        lvls.append(finish(*staged(_coarse_diag, *edges, pred=flag)))
+        ex, ey, active, ext = staged(_coarse_edges, lvls[-1], pred=flag)
+        diag = staged(_coarse_diag, ex, ey, active, ext, pred=flag)
+        lvls.append(finish(diag, ex, ey, active))
     return lvls
 
 
