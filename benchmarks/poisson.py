@@ -10,11 +10,18 @@ empty and with a filled persistent compilation cache. cv2 solves a
 different problem (a DST solve on the mask's bounding box with an eroded
 mask), so its error column shows how far it is from the exact solution.
 
+Page faults per call (minor faults of the process, median over the rounds) come with each
+side's times: with glibc's malloc as it is, both tools take their working memory from the system
+on every call and fault it in again, a large share of a call's time on a virtual machine.
+``--keep-freed-memory`` runs the benchmark with imsyn's opt-in malloc settings
+(:func:`imsyn.runtime.keep_freed_memory`; freed memory is reused), which apply to cv2 too.
+
 Also checks the toy problem on ``poisson/toy_problem.png`` and, with
 ``--figures DIR``, writes the bear/pool blend next to cv2's and a Color2Gray
 comparison with ``cv2.decolor``.
 
     python benchmarks/poisson.py [--quick] [--rounds N] [--figures docs/img] [--data DIR]
+                                 [--keep-freed-memory]
 """
 
 from __future__ import annotations
@@ -22,18 +29,28 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-import cv2
-import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spl
+from imsyn.runtime import keep_freed_memory
 
-from imsyn import image as im
-from imsyn import poisson
-from imsyn.runtime import enable_compilation_cache
+# before numpy and cv2 start threads: glibc applies the one-heap setting only if no thread has
+# allocated yet
+if "--keep-freed-memory" in sys.argv[1:]:
+    os.environ["IMSYN_KEEP_FREED_MEMORY"] = "1"
+_MALLOC = "imsyn keep_freed_memory" if keep_freed_memory() else "glibc defaults"
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+import scipy.sparse.linalg as spl  # noqa: E402
+
+from imsyn import image as im  # noqa: E402
+from imsyn import poisson  # noqa: E402
+from imsyn.runtime import enable_compilation_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,11 +127,15 @@ def cv2_center(mask: np.ndarray) -> tuple[int, int]:
     return (x + w // 2, y + h // 2)
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed(fn, *args, **kwargs):
-    """(wall s, CPU s over all threads, result) of one call."""
-    t0, c0 = time.perf_counter(), time.process_time()
+    """(wall s, CPU s over all threads, result, minor page faults) of one call."""
+    f0, t0, c0 = _minor_faults(), time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
-    return time.perf_counter() - t0, time.process_time() - c0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out, _minor_faults() - f0
 
 
 def stats(xs) -> str:
@@ -150,15 +171,19 @@ def bench_sizes(data: Path, sizes, rounds, spsolve_max):
         row = {"n": n, "unknowns": int(mask.sum())}
         for mode, flag in (("poisson", cv2.NORMAL_CLONE), ("mixed", cv2.MIXED_CLONE)):
             cv_out = cv2.seamlessClone(src8, tgt8, mask8, center, flag)  # warm-up
-            t_first, _, res = timed(poisson.blend, src, tgt, mask, mode=mode)
-            m = {k: [] for k in ("cv", "cv_cpu", "im", "im_cpu")}
+            t_first, _, res, _ = timed(poisson.blend, src, tgt, mask, mode=mode)
+            m = {k: [] for k in ("cv", "cv_cpu", "cv_flt", "im", "im_cpu", "im_flt")}
             for _ in range(rounds):
-                w, c, _ = timed(cv2.seamlessClone, src8, tgt8, mask8, center, flag)
-                m["cv"].append(w)
-                m["cv_cpu"].append(c)
-                w, c, res = timed(poisson.blend, src, tgt, mask, mode=mode)
-                m["im"].append(w)
-                m["im_cpu"].append(c)
+                for side, fn, a in (
+                    ("cv", cv2.seamlessClone, (src8, tgt8, mask8, center, flag)),
+                    ("im", partial(poisson.blend, mode=mode), (src, tgt, mask)),
+                ):
+                    w, c, out, f = timed(fn, *a)
+                    m[side].append(w)
+                    m[f"{side}_cpu"].append(c)
+                    m[f"{side}_flt"].append(f)
+                    if side == "im":
+                        res = out
             m.update(first=t_first, it=res.iterations)
             m["ratios"] = [a / b for a, b in zip(m["im"], m["cv"], strict=True)]
             if n <= spsolve_max:
@@ -184,11 +209,11 @@ def print_table(rows, rounds):
     )
     hdr = (
         "| unknowns | mode | cv2 wall s | imsyn wall s | imsyn/cv2 wall | per-round ratios "
-        "| cv2 / imsyn CPU s | imsyn first call s | CG iters | spsolve s | imsyn max err ×255 "
-        "| cv2 max / median err ×255 |"
+        "| cv2 / imsyn CPU s | cv2 / imsyn page faults | imsyn first call s | CG iters | spsolve s "
+        "| imsyn max err ×255 | cv2 max / median err ×255 |"
     )
     print(hdr)
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|")
     for r in rows:
         for mode in ("poisson", "mixed"):
             m = r[mode]
@@ -199,6 +224,7 @@ def print_table(rows, rounds):
                 f"| {r['unknowns']:,} ({r['n']}²) | {mode} | {stats(m['cv'])} | {stats(m['im'])} "
                 f"| **{ratio:.2f}** | {min(m['ratios']):.2f}–{max(m['ratios']):.2f} "
                 f"| {np.median(m['cv_cpu']):.3f} / {np.median(m['im_cpu']):.3f} "
+                f"| {np.median(m['cv_flt']):,.0f} / {np.median(m['im_flt']):,.0f} "
                 f"| {m['first']:.2f} | {m['it']} | {sp_s} | {err} | {m.get('err_cv', '-')} |"
             )
 
@@ -212,11 +238,11 @@ def first_call_child(data: Path, sizes) -> int:
     for n in sizes:
         src8, tgt8, mask = inputs(data, n)
         src, tgt = im.to_float(src8), im.to_float(tgt8)
-        w, _, res = timed(poisson.blend, src, tgt, mask)
+        w, _, res, _ = timed(poisson.blend, src, tgt, mask)
         other = np.zeros_like(mask)  # a different shape, a few pixels smaller per side
         other[3:-5, 2:-6] = mask[3:-5, 2:-6]
-        w2, _, _ = timed(poisson.blend, src, tgt, other)
-        w3, _, _ = timed(poisson.blend, src, tgt, mask)
+        w2, *_ = timed(poisson.blend, src, tgt, other)
+        w3, *_ = timed(poisson.blend, src, tgt, mask)
         print(json.dumps({"n": n, "first": w, "other_shape": w2, "again": w3}), flush=True)
     return 0
 
@@ -336,6 +362,11 @@ def main(argv=None) -> int:
         "--spsolve-max", type=int, default=1024, help="exact reference up to this side (0: none)"
     )
     ap.add_argument("--no-first-call", action="store_true", help="skip the new-process timings")
+    ap.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="imsyn.runtime.keep_freed_memory in this process (read before the imports)",
+    )
     ap.add_argument("--first-call-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.data is None:  # the fetched course data (python -m imsyn data fetch course)
@@ -358,7 +389,10 @@ def main(argv=None) -> int:
         )
         return 2
     rounds = args.rounds or (3 if args.quick else 7)
-    print(f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs")
+    print(
+        f"cv2 {cv2.__version__} ({cv2.getNumThreads()} threads), {os.cpu_count()} CPUs, "
+        f"malloc: {_MALLOC}"
+    )
     print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     toy_check(data)
     rows = bench_sizes(data, sizes, rounds, args.spsolve_max)
