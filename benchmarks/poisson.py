@@ -178,12 +178,10 @@ def bench_sizes(data: Path, sizes, rounds, spsolve_max):
                     ("cv", cv2.seamlessClone, (src8, tgt8, mask8, center, flag)),
                     ("im", partial(poisson.blend, mode=mode), (src, tgt, mask)),
                 ):
-                    w, c, out, f = timed(fn, *a)
+                    w, c, _, f = timed(fn, *a)
                     m[side].append(w)
                     m[f"{side}_cpu"].append(c)
                     m[f"{side}_flt"].append(f)
-                    if side == "im":
-                        res = out
             m.update(first=t_first, it=res.iterations)
             m["ratios"] = [a / b for a, b in zip(m["im"], m["cv"], strict=True)]
             if n <= spsolve_max:
