@@ -153,6 +153,39 @@ def test_cpu_lowering_keeps_the_cpu_kernels():
     assert cpu["convolutions"] < acc["convolutions"], (cpu, acc)
 
 
+def _lpips_args():
+    from imsyn.models import lpips
+
+    rng = np.random.default_rng(0)
+    shapes = lpips.CONV_SHAPES
+    w = lpips.LPIPSWeights(
+        tuple(rng.normal(0, 0.1, (3, 3, i, o)).astype(np.float32) for i, o in shapes),
+        tuple(np.zeros(o, np.float32) for _, o in shapes),
+        tuple(rng.uniform(0, 0.1, c).astype(np.float32) for c in lpips.TAP_CHANNELS),
+        "random",
+    )
+    x = jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32))
+    return lpips._lpips, (w.params, x, x * 0.5)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_accelerator_lpips_is_plain_full_precision_convolutions(platform):
+    fn, args = _lpips_args()
+    exp = jax.export.export(fn, platforms=(platform,))(*args)
+    text = exp.mlir_module()
+    got = stats(text)
+    assert got["convolutions"] == 2 * 13 and got["conditionals"] == 0, got  # two VGG-16 trunks
+    assert got["dot_generals"] == 5, got  # the linear layers only: no Winograd
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert all("precision HIGHEST>, #stablehlo<precision HIGHEST" in c for c in convs), convs[0]
+
+
+def test_cpu_lpips_takes_the_cpu_convolutions():
+    fn, args = _lpips_args()
+    cpu = cpu_stats(fn, *args)
+    assert cpu["dot_generals"] > 5 and cpu["convolutions"] < 2 * 13, cpu
+
+
 def _poisson_args():
     """The arguments ``poisson.blend`` passes to its jitted solve, for a small masked box."""
     rng = np.random.default_rng(0)
