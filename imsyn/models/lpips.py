@@ -267,8 +267,9 @@ def _conv3x3(x: jax.Array, w: jax.Array) -> jax.Array:
 
     On accelerators one ``lax`` convolution at ``Precision.HIGHEST`` (a metric: no TF32 or
     bfloat16 passes, the same numbers on GPU and TPU); on a CPU imsyn's CPU convolution
-    (:func:`imsyn.models.conv_cpu.conv2d`, Winograd for the wide layers: ~1e-6 relative
-    rounding differences), which at 32 px runs VGG-16 ~10x faster than XLA:CPU's own.
+    (:func:`imsyn.models.conv_cpu.conv2d`, Winograd for the wide layers: features within
+    ~5e-6, distances within ~1e-6 relative), which at 32 px runs VGG-16 ~10x faster than
+    XLA:CPU's own convolution (``benchmarks/metrics.py``).
     """
     pad = ((1, 1), (1, 1))
     return conv_cpu.cpu_or_default(
