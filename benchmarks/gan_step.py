@@ -50,6 +50,7 @@ if "--keep-freed-memory" in sys.argv[1:]:
 _MALLOC = "imsyn keep_freed_memory" if keep_freed_memory() else "glibc defaults"
 
 import numpy as np  # noqa: E402
+import workers  # noqa: E402  (benchmarks/workers.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -567,28 +568,11 @@ def _faults(step) -> int:
 
 
 def _start(framework: str, name: str, opts: dict):
-    """A worker process for one side; returns (ready message, window callable, stop)."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    proc = ctx.Process(target=_worker, args=(there, framework, name, opts), daemon=True)
-    proc.start()
-    if not here.poll(3600):
-        sys.exit(f"gan_step.py: error: the {framework} worker for {name} did not start")
-    ready = here.recv()
-
-    def window():
-        here.send("window")
-        return here.recv()
-
-    def stop():  # -> the worker's peak memory (GiB)
-        here.send("stop")
-        rss = here.recv()
-        proc.join()
-        return rss
-
-    return ready, window, stop
+    """A worker process for one side; returns (ready message, window callable, stop -> the
+    worker's peak memory in GiB)."""
+    return workers.start(
+        _worker, framework, name, opts, what=f"the {framework} worker for {name}", timeout_s=3600
+    )
 
 
 def main(argv=None) -> int:

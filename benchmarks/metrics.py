@@ -40,6 +40,7 @@ if "--keep-freed-memory" in sys.argv[1:]:
 _MALLOC = "imsyn keep_freed_memory" if keep_freed_memory() else "glibc defaults"
 
 import numpy as np  # noqa: E402
+import workers  # noqa: E402  (benchmarks/workers.py)
 
 #: case -> (batch, batches per timed window)
 CASES = {"lpips": (32, 4), "inception": (16, 2)}
@@ -155,27 +156,9 @@ def _worker(conn, case: str, framework: str) -> None:
 
 
 def _start(case: str, framework: str):
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    proc = ctx.Process(target=_worker, args=(there, case, framework), daemon=True)
-    proc.start()
-    if not here.poll(1800):
-        sys.exit(f"metrics.py: error: the {framework} worker for {case} did not start")
-    first = here.recv()
-
-    def window():
-        here.send("window")
-        return here.recv()
-
-    def stop():
-        here.send("stop")
-        out = here.recv()
-        proc.join()
-        return out
-
-    return first, window, stop
+    return workers.start(
+        _worker, case, framework, what=f"the {framework} worker for {case}", timeout_s=1800
+    )
 
 
 def main(argv=None) -> int:
