@@ -19,7 +19,7 @@ from jax._src.interpreters import mlir as jax_mlir
 from jax._src.lib.mlir import ir
 
 from imsyn import losses, models, nst, poisson
-from imsyn.models import vgg
+from imsyn.models import inception, vgg
 
 PLATFORMS = ("cuda", "tpu")
 
@@ -184,6 +184,32 @@ def test_cpu_lpips_takes_the_cpu_convolutions():
     fn, args = _lpips_args()
     cpu = cpu_stats(fn, *args)
     assert cpu["dot_generals"] > 5 and cpu["convolutions"] < 2 * 13, cpu
+
+
+def _inception_args():
+    params = inception.random_weights(0)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32))
+    return (lambda p, x: inception.features(p, x, size=75)), (params, x)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_accelerator_inception_is_plain_full_precision_convolutions(platform):
+    fn, args = _inception_args()
+    text = jax.export.export(jax.jit(fn), platforms=(platform,))(*args).mlir_module()
+    got = stats(text)
+    assert got["convolutions"] == len(inception.SPECS) and got["conditionals"] == 0, got
+    x = args[1]
+    resize = export_stats(lambda x: inception.resize(x, 75), x, platform=platform)
+    assert got["dot_generals"] == resize["dot_generals"], got  # no GEMMs but the resize's
+    convs = [line for line in text.splitlines() if "stablehlo.convolution" in line]
+    assert all("precision HIGHEST>, #stablehlo<precision HIGHEST" in c for c in convs), convs[0]
+
+
+def test_cpu_inception_takes_the_cpu_convolutions():
+    fn, args = _inception_args()
+    cpu = cpu_stats(fn, *args)
+    n_1x1 = sum(1 for _, _, k, s, p in inception.SPECS.values() if (k, s, p) == ((1, 1), 1, (0, 0)))
+    assert cpu["dot_generals"] > n_1x1 and cpu["convolutions"] <= len(inception.SPECS) - n_1x1, cpu
 
 
 def _poisson_args():
