@@ -100,11 +100,24 @@ def fid(f1, f2) -> float:
 
     Returns:
       The distance (>= 0; 0 for identical sets).
+
+    With fewer images than feature dimensions in either set (200 test images against 2048
+    Inception features), ``S1 S2`` has rank < N and its square root's trace is the nuclear
+    norm of the centred features' cross product, ``‖C1 C2ᵀ‖_* / sqrt((N1-1)(N2-1))``: one
+    SVD of an ``N1 × N2`` matrix instead of ``D × D`` eigendecompositions (milliseconds
+    instead of seconds), equal to :func:`fid_from_stats` up to float64 rounding.
     """
     f1, f2 = _features64(f1), _features64(f2)
     if f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
         raise InputError(f"fid needs >= 2 rows of the same width, got {f1.shape} and {f2.shape}")
-    return fid_from_stats(*feature_stats(f1), *feature_stats(f2))
+    if min(len(f1), len(f2)) > f1.shape[1]:
+        return fid_from_stats(*feature_stats(f1), *feature_stats(f2))
+    c1, c2 = f1 - f1.mean(0), f2 - f2.mean(0)
+    k1, k2 = len(f1) - 1, len(f2) - 1
+    tr_covmean = np.sum(np.linalg.svd(c1 @ c2.T, compute_uv=False)) / np.sqrt(k1 * k2)
+    mean_term = np.sum((f1.mean(0) - f2.mean(0)) ** 2)
+    value = mean_term + np.sum(c1**2) / k1 + np.sum(c2**2) / k2 - 2.0 * tr_covmean
+    return float(max(value, 0.0))
 
 
 def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +135,8 @@ def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
 def fid_from_stats(mu1, s1, mu2, s2) -> float:
     """Fréchet distance between two Gaussians (:func:`feature_stats`), in float64.
 
-    ``fid(f1, f2) == fid_from_stats(*feature_stats(f1), *feature_stats(f2))`` exactly.
+    ``fid(f1, f2) == fid_from_stats(*feature_stats(f1), *feature_stats(f2))`` up to float64
+    rounding.
 
     Raises:
       InputError: shapes that do not fit together, or values that are not finite.

@@ -60,6 +60,24 @@ def test_fid_known_answers(rng):
     assert np.isfinite(metrics.fid(rng.normal(size=(5, 50)), rng.normal(size=(7, 50))))
 
 
+def test_fid_with_fewer_images_than_dimensions_matches_the_covariance_formula(rng):
+    # 30 and 45 images of 64 features (as 200 test emoji of 2048 Inception features): the
+    # low-rank path of fid() against the D x D formula on the same statistics, and scipy
+    mix = rng.normal(size=(64, 64))
+    a = rng.normal(size=(30, 64)) @ mix
+    b = rng.normal(size=(45, 64)) @ mix * 1.3 + 0.2
+    want = metrics.fid_from_stats(*metrics.feature_stats(a), *metrics.feature_stats(b))
+    np.testing.assert_allclose(metrics.fid(a, b), want, rtol=1e-7)  # the D x D path's rounding
+    np.testing.assert_allclose(metrics.fid(a, b), _fid_reference(a, b), rtol=1e-6)
+    # a scaled copy has a closed form: S2 = s² S1, mu2 = s mu1 -> (1 - s)² (|mu1|² + Tr S1)
+    mu, sigma = metrics.feature_stats(a)
+    s = 1.7
+    exact = (1 - s) ** 2 * (np.sum(mu**2) + np.trace(sigma))
+    np.testing.assert_allclose(metrics.fid(a, s * a), exact, rtol=1e-12)
+    assert metrics.fid(a, a) == pytest.approx(0.0, abs=1e-8 * np.sum(np.var(a, 0)))
+    assert metrics.fid(b, a) == pytest.approx(metrics.fid(a, b), rel=1e-12)
+
+
 def _kid_reference(x, y):
     d, m = x.shape[1], len(x)
     k = lambda p, q: (p @ q.T / d + 1) ** 3  # noqa: E731
