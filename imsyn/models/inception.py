@@ -330,7 +330,7 @@ def _conv(params, name, x):
     On accelerators one ``lax`` convolution at ``Precision.HIGHEST`` (a metric: no TF32 or
     bfloat16 passes). On a CPU the 1x1 convolutions are one GEMM each and the others run
     imsyn's CPU convolutions (:func:`imsyn.models.conv_cpu.conv2d`: Winograd for the wide
-    3x3 layers, padded borders for the unpadded ones), which together run the network ~1.6x
+    3x3 layers, padded borders for the unpadded ones), which together run the network ~1.8x
     faster than XLA:CPU's own convolution (``benchmarks/metrics.py``); features within ~1e-6
     relative.
     """
