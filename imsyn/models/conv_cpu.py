@@ -50,6 +50,19 @@ def cpu_or_default(*args, cpu, default):
     return jax.lax.platform_dependent(*args, cpu=cpu, default=default)
 
 
+def conv_highest(x: jax.Array, w: jax.Array, strides, padding) -> jax.Array:
+    """One ``lax`` convolution (NHWC, HWIO) at ``Precision.HIGHEST``: the accelerator path of
+    the metrics' networks (no TF32 or bfloat16 passes: the same numbers on GPU and TPU)."""
+    return jax.lax.conv_general_dilated(
+        x,
+        w,
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
 def _always_true(x: jax.Array) -> jax.Array:
     """A ``True`` that XLA cannot prove: the bits of ``x``'s first element OR 1 are never 0."""
     v = x.reshape(-1)[0]

@@ -347,14 +347,7 @@ def _conv(params, name, x):
         x,
         w,
         cpu=cpu,
-        default=lambda x, w: jax.lax.conv_general_dilated(
-            x,
-            w,
-            strides,
-            pad,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
-        ),
+        default=lambda x, w: conv_cpu.conv_highest(x, w, strides, pad),
     )
     return jax.nn.relu(y + b)
 
