@@ -165,6 +165,7 @@ def get_sweep(name: str) -> list[tuple[str, dict]]:
             ("baseline", {}),
             ("no_cycle", {"lambda_cycle": 0.0}),
             ("dc_discriminator", {"discriminator": "dc"}),
+            ("local_discriminator", {"discriminator": "patch16"}),  # 16x16 patches
             ("no_diffaug", {"diffaug": ""}),
             ("course_generator", {"g_skip": "none"}),  # no U-Net skip
             ("half_unet", {"g_skip": "unet"}),  # no full-resolution skip

@@ -280,6 +280,7 @@ def interpolation_latents(key: jax.Array, *, rows: int, cols: int, z_dim: int = 
 DISCRIMINATORS = {
     "patch": "patch_discriminator",
     "patch70": "patch70_discriminator",
+    "patch16": "patch16_discriminator",
     "dc": "dc_discriminator",
 }
 
@@ -320,7 +321,8 @@ def make_cyclegan(
         not a parameter: ``imsyn.tasks.cyclegan.set_zoom``), for domains that frame their
         subject differently; the identity loss applies to the restyling after it.
       norm: "instance", "batch" or "none" (all four networks).
-      discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70) or "dc".
+      discriminator: "patch" (4×4 logits at 64 px), "patch70" (pix2pix 70×70), "patch16"
+        (pix2pix 16×16: local logits) or "dc".
       spectral_norm: spectral normalisation on every discriminator conv.
       key: initialisation key (one ``nnx.Rngs`` stream, in the order G, F, D_X, D_Y).
 

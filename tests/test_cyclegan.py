@@ -68,6 +68,9 @@ def test_network_shapes_and_registry():
     assert models.get("patch70_discriminator")(conv_dim=8, rngs=r)(
         jnp.zeros((1, 64, 64, 3))
     ).shape == (1, 6, 6, 1)
+    assert models.get("patch16_discriminator")(conv_dim=8, rngs=r)(
+        jnp.zeros((1, 32, 32, 3))
+    ).shape == (1, 14, 14, 1)  # pix2pix's 16x16 PatchGAN: local logits
     with pytest.raises(ValueError, match="multiples of 4"):
         g(jnp.zeros((1, 30, 30, 3)))
 

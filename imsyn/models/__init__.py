@@ -25,6 +25,7 @@ _MODULES = {
     "cycle_resnet": "imsyn.models.cyclegan",
     "patch_discriminator": "imsyn.models.cyclegan",
     "patch70_discriminator": "imsyn.models.cyclegan",
+    "patch16_discriminator": "imsyn.models.cyclegan",
     "vgg19": "imsyn.models.vgg",
     "style_generator": "imsyn.models.stylegan",
 }

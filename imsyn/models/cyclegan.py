@@ -273,6 +273,35 @@ class PatchDiscriminator(nnx.Module):
         return self.net(x)
 
 
+@register("patch16_discriminator")
+class Patch16Discriminator(nnx.Module):
+    """pix2pix's 16×16 PatchGAN (``NLayerDiscriminator`` with 1 layer): local logits.
+
+    A stride-2 4×4 conv (``d``), a stride-1 4×4 conv to ``2d``, a stride-1 4×4 conv to one
+    logit channel: each logit sees a 16×16 patch, and there are ``(H/2 - 2) × (W/2 - 2)`` of
+    them (14×14 at 32 px, where the course's PatchGAN has 2×2 logits that each see the whole
+    image). It judges local texture (outlines, edges, flat fills), not layout.
+
+    Args: as :class:`PatchDiscriminator`.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        conv_dim: int = 64,
+        norm: str = "instance",
+        spectral_norm: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        d = conv_dim
+        specs = [(in_channels, d, 2), (d, 2 * d, 1), (2 * d, 1, 1)]
+        self.net = _ConvStack(specs, norm=norm, spectral_norm=spectral_norm, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.net(x)
+
+
 @register("patch70_discriminator")
 class Patch70Discriminator(nnx.Module):
     """pix2pix's 70×70 PatchGAN (``NLayerDiscriminator``, 3 layers): 30×30 logits at 256 px.

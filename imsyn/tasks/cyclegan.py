@@ -124,7 +124,8 @@ FIELDS = loop.training_fields(
         "discriminator": Decl(
             "patch",
             one_of(*gan.DISCRIMINATORS),
-            "patch (4x4 logits at 64 px), patch70 (pix2pix 70x70) or dc (one logit)",
+            "patch (4x4 logits at 64 px), patch70 (pix2pix 70x70), patch16 (pix2pix 16x16: "
+            "local logits) or dc (one logit)",
         ),
         "spectral_norm": Decl(False, boolean(), "spectral normalization in the discriminators"),
         "lambda_cycle": Decl(10.0, number(min=0), "weight of the cycle loss (0: off)"),
@@ -171,7 +172,7 @@ def check(config) -> None:
     except ConfigError as e:
         raise ConfigError(f"config.features: {e}") from None
     s = config.image_size
-    need = {"patch": 16, "patch70": 32, "dc": 32}[config.discriminator]
+    need = {"patch": 16, "patch70": 32, "patch16": 16, "dc": 32}[config.discriminator]
     if s % 16 or s < need:
         raise ConfigError(
             f"config.image_size must be a multiple of 16 and >= {need} for the "
