@@ -33,9 +33,10 @@ its (absl) error logs of a failed attempt are silenced, and the event loops it c
 for an operation (:func:`_contained`) drop the completions that tensorstore's threads
 deliver after a failed operation has closed its loop (by default each is printed as an
 "Event loop is closed" traceback, one per write or read still in flight). The writes
-that a failed save created but never started are dropped silently too: Python warns
-"coroutine ... was never awaited" when the garbage collector takes them, at any later
-point of the run (a filter for orbax's write coroutine, installed when this module loads).
+that a failed save created but never started, and the metadata reads of a failed restore,
+are dropped silently too: Python warns "coroutine ... was never awaited" when the garbage
+collector takes them, at any later point of the run (a filter for those two orbax coroutines,
+installed when this module loads).
 """
 
 from __future__ import annotations
@@ -73,11 +74,13 @@ def state_digest(state: Any) -> str:
     return h.hexdigest()
 
 
-# orbax's per-fragment write of a save that failed before the write started; the failure
-# itself is reported by Checkpoints (one line)
+# orbax's per-fragment write of a save that failed before the write started, and its read of
+# the array metadata of a restore that failed before the read started (seen on a loaded
+# machine); the failure itself is reported by Checkpoints (one line)
 warnings.filterwarnings(
     "ignore",
-    message=r"coroutine 'async_serialize_from_host\.<locals>\.write_fragment' was never awaited",
+    message=r"coroutine '(async_serialize_from_host\.<locals>\.write_fragment"
+    r"|Store\._get_array_metadatas)' was never awaited",
     category=RuntimeWarning,
 )
 
