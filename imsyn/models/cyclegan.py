@@ -242,18 +242,16 @@ class _ConvStack(nnx.Module):
         return x
 
 
-@register("patch_discriminator")
-class PatchDiscriminator(nnx.Module):
-    """The course's PatchGAN: four stride-2 4×4 convs, ``H/16 × W/16`` logits (4×4 at 64 px).
+class _PatchGAN(nnx.Module):
+    """A stack of 4×4 convs (:class:`_ConvStack`) whose ``(in, out, stride)`` list comes from
+    the subclass's :meth:`specs`.
 
     Args:
       in_channels: image channels.
-      conv_dim: width of the first layer; then ×2, ×4, then 1 logit channel.
-      norm: "instance" (default), "batch" or "none" (layers 2 and 3).
+      conv_dim: width of the first layer (the later ones are multiples of it).
+      norm: "instance" (default), "batch" or "none" (every layer but the first and last).
       spectral_norm: spectral-normalise every conv.
       rngs: ``nnx.Rngs``.
-
-    Call: ``float32[N, H, W, C]`` (H, W multiples of 16) -> ``float32[N, H/16, W/16, 1]`` logits.
     """
 
     def __init__(
@@ -265,16 +263,34 @@ class PatchDiscriminator(nnx.Module):
         spectral_norm: bool = False,
         rngs: nnx.Rngs,
     ):
-        d = conv_dim
-        specs = [(in_channels, d, 2), (d, 2 * d, 2), (2 * d, 4 * d, 2), (4 * d, 1, 2)]
+        specs = self.specs(in_channels, conv_dim)
         self.net = _ConvStack(specs, norm=norm, spectral_norm=spectral_norm, rngs=rngs)
+
+    @staticmethod
+    def specs(c: int, d: int) -> list[tuple[int, int, int]]:
+        raise NotImplementedError
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.net(x)
 
 
+@register("patch_discriminator")
+class PatchDiscriminator(_PatchGAN):
+    """The course's PatchGAN: four stride-2 4×4 convs (``d, 2d, 4d``, then 1 logit channel),
+    ``H/16 × W/16`` logits (4×4 at 64 px).
+
+    Args: as :class:`_PatchGAN`.
+
+    Call: ``float32[N, H, W, C]`` (H, W multiples of 16) -> ``float32[N, H/16, W/16, 1]`` logits.
+    """
+
+    @staticmethod
+    def specs(c, d):
+        return [(c, d, 2), (d, 2 * d, 2), (2 * d, 4 * d, 2), (4 * d, 1, 2)]
+
+
 @register("patch16_discriminator")
-class Patch16Discriminator(nnx.Module):
+class Patch16Discriminator(_PatchGAN):
     """pix2pix's 16×16 PatchGAN (``NLayerDiscriminator`` with 1 layer): local logits.
 
     A stride-2 4×4 conv (``d``), a stride-1 4×4 conv to ``2d``, a stride-1 4×4 conv to one
@@ -282,54 +298,24 @@ class Patch16Discriminator(nnx.Module):
     them (14×14 at 32 px, where the course's PatchGAN has 2×2 logits that each see the whole
     image). It judges local texture (outlines, edges, flat fills), not layout.
 
-    Args: as :class:`PatchDiscriminator`.
+    Args: as :class:`_PatchGAN`.
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int = 3,
-        conv_dim: int = 64,
-        norm: str = "instance",
-        spectral_norm: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        d = conv_dim
-        specs = [(in_channels, d, 2), (d, 2 * d, 1), (2 * d, 1, 1)]
-        self.net = _ConvStack(specs, norm=norm, spectral_norm=spectral_norm, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.net(x)
+    @staticmethod
+    def specs(c, d):
+        return [(c, d, 2), (d, 2 * d, 1), (2 * d, 1, 1)]
 
 
 @register("patch70_discriminator")
-class Patch70Discriminator(nnx.Module):
+class Patch70Discriminator(_PatchGAN):
     """pix2pix's 70×70 PatchGAN (``NLayerDiscriminator``, 3 layers): 30×30 logits at 256 px.
 
     Three stride-2 4×4 convs (``d, 2d, 4d``), a stride-1 4×4 conv to ``8d``, a stride-1 4×4
     conv to one logit channel. Output ``(H/8 - 2) × (W/8 - 2)``; needs H, W >= 32.
 
-    Args: as :class:`PatchDiscriminator`.
+    Args: as :class:`_PatchGAN`.
     """
 
-    def __init__(
-        self,
-        *,
-        in_channels: int = 3,
-        conv_dim: int = 64,
-        norm: str = "instance",
-        spectral_norm: bool = False,
-        rngs: nnx.Rngs,
-    ):
-        d = conv_dim
-        specs = [
-            (in_channels, d, 2),
-            (d, 2 * d, 2),
-            (2 * d, 4 * d, 2),
-            (4 * d, 8 * d, 1),
-            (8 * d, 1, 1),
-        ]
-        self.net = _ConvStack(specs, norm=norm, spectral_norm=spectral_norm, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.net(x)
+    @staticmethod
+    def specs(c, d):
+        return [(c, d, 2), (d, 2 * d, 2), (2 * d, 4 * d, 2), (4 * d, 8 * d, 1), (8 * d, 1, 1)]
