@@ -6,10 +6,11 @@ fixed rescale of the whole image, with no learning at all, already moves L1 and 
 script prints the paired metrics (imsyn.gan.paired_metrics, LPIPS v0.1 when fetched) of the
 identity, of shrinking Twemoji by ``s`` onto a white tile (X → Y) and of enlarging OpenMoji by
 ``1/s`` with a centre crop (Y → X) on the held-out test split, and of the generators' own fixed
-zoom (bilinear, :func:`imsyn.models.cyclegan.zoom`, by the default's measured 0.865) alone, so a
-learned translator's numbers can be read against what geometry alone gives. With the FID
-Inception-v3 fetched it adds FID against the target domain's test images on the main job's
-subset (``fid_max_images`` = 200 drawn from ``--seed``, as the evaluation draws it)::
+zoom (bilinear, :func:`imsyn.models.cyclegan.zoom`, by the framing ratio measured from the
+training split, 0.865 at 32 px) alone, so a learned translator's numbers can be read against
+what geometry alone gives. With the FID Inception-v3 fetched it adds FID against the target
+domain's test images on the main job's subset (``fid_max_images`` = 200 drawn from
+``--seed``, as the evaluation draws it)::
 
     python benchmarks/emoji_framing.py [--size 32] [--seed 0]
 """
@@ -29,8 +30,6 @@ from imsyn.models import lpips as lpips_lib
 from imsyn.models.cyclegan import zoom
 from imsyn.runtime import enable_compilation_cache
 from imsyn.tasks.cyclegan import _subset
-
-ZOOM = 0.865  # the default's measured framing ratio OpenMoji / Twemoji at 32 px
 
 
 def rescale(images: np.ndarray, s: float) -> np.ndarray:
@@ -65,15 +64,18 @@ def main() -> None:
         f"{len(x)} test emoji at {args.size} px; LPIPS: {lpips.name if lpips else 'not fetched'}; "
         f"FID: {'Inception-v3' if fid_on else 'not fetched'}"
     )
+    # the generators' scale, measured from the training split as a run measures it
+    train = emoji_pairs(image_size=args.size, split="train")
+    scale = gan.framing(to_float(train.y)) / gan.framing(to_float(train.x))
     bilinear = {
         d: np.asarray(zoom(jnp.asarray(a), np.log(f)))
-        for d, a, f in (("x", x, ZOOM), ("y", y, 1 / ZOOM))
+        for d, a, f in (("x", x, scale), ("y", y, 1 / scale))
     }
     rows = [("X → Y", "identity", x, y), ("Y → X", "identity", y, x)]
     rows += [("X → Y", f"shrink {s}", rescale(x, s), y) for s in (0.75, 0.8, 0.85, 0.9)]
-    rows += [("X → Y", f"G's zoom alone ({ZOOM}, bilinear)", bilinear["x"], y)]
+    rows += [("X → Y", f"G's zoom alone ({scale:.3f}, bilinear)", bilinear["x"], y)]
     rows += [("Y → X", f"enlarge {1 / s:.2f}", rescale(y, 1 / s), x) for s in (0.8, 0.85, 0.9)]
-    rows += [("Y → X", f"F's zoom alone ({1 / ZOOM:.3f}, bilinear)", bilinear["y"], x)]
+    rows += [("Y → X", f"F's zoom alone ({1 / scale:.3f}, bilinear)", bilinear["y"], x)]
     if fid_on:
         sub = _subset(len(x), 200, seed=args.seed)
         extractor = metrics.get_extractor("inception_v3_fid")
